@@ -1,0 +1,43 @@
+r"""AEPO's two rollout-side refinements of ARPO (arXiv 2510.14545), both off by default.
+
+Entropy pre-monitoring sizes the number of global samples per prompt::
+
+    N = int(M · σ(0.5 · (H_root − mean_t H_tool,t))) + 1,     clipped to [N_min, M]
+
+where ``H_root`` is the entropy window of the answer to the bare prompt and ``H_tool,t`` the windows after
+tool results in a short pre-rollout: a prompt whose first step is more uncertain than its tool steps gets more
+whole trajectories, one whose tool steps are more uncertain gets more branch slots.
+
+The consecutive-branch penalty damps a lineage that keeps branching::
+
+    P'_t = P_t · (1 − c · l)                                   (AEPO: c = 0.05)
+
+with ``l`` the number of consecutive positive branch decisions along the lineage so far (reset by a negative
+one, inherited by the branches it spawns). ``P'_t`` is not clipped here; the branch rule clips.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = ["consecutive_branch_factor", "dynamic_global_samples"]
+
+
+def dynamic_global_samples(budget: int, root_entropy: float, tool_entropies: Sequence[float], minimum: int = 1) -> int:
+    """N for one prompt from pre-monitored entropies; no tool entropy means no branching signal: N = M."""
+    if budget < 1:
+        raise ValueError(f"budget={budget} must be ≥ 1.")
+    if not tool_entropies:
+        return budget
+    gap = root_entropy - sum(tool_entropies) / len(tool_entropies)
+    sigma = 1.0 / (1.0 + math.exp(-0.5 * gap))
+    n = int(budget * sigma) + 1
+    return max(min(minimum, budget), min(budget, n))
+
+
+def consecutive_branch_factor(penalty: float, consecutive: int) -> float:
+    """``1 − c·l`` floored at 0: the multiplier AEPO applies to ``P_t`` after ``l`` consecutive branches."""
+    if consecutive < 0:
+        raise ValueError(f"consecutive={consecutive} must be ≥ 0.")
+    return max(0.0, 1.0 - penalty * consecutive)

@@ -1,0 +1,256 @@
+r"""The branching scheduler of one prompt group: entropy-based adaptive rollout (ARPO §3.1, spec §2).
+
+Budget: ``M`` trajectories per prompt; ``N`` start from the bare prompt ("global"), ``M − N`` slots are for
+branches. After tool call ``t`` of a trajectory, once the segment that follows the result has been generated::
+
+    ΔH_t = W(segment after result t) − H_initial(root)          (see ``entropy_monitor``)
+    P_t  = (α + β·ΔH_t) · (1 − c·l)                              (c = 0 unless AEPO's penalty is on)
+    stochastic rule (reference code):  branch iff u < clip(P_t, 0, 1),  u ~ U[0, 1)
+    threshold rule (paper):            branch iff P_t > τ
+
+A positive decision spawns ``min(Z, slots left)`` branches that restart from the post-result prefix (the
+trajectory itself continues with the segment already generated). Branches inherit the root's ``H_initial`` and
+may branch again at later tool calls. Once ``M − N`` branches exist no more are made. When no running trajectory
+can still branch (all finished or at ``call_limit``) and the group has fewer than ``M``, fresh global samples
+("fill") are added until it has exactly ``M``; fills never branch, since they use up exactly the slots left.
+
+This class only decides; it owns no tasks, clients or tokens (the runtime does). It is deterministic under a
+seed *whatever order the runtime calls it in*: each uniform draw is keyed by ``(seed, trajectory, tool step)``
+rather than taken from a shared stream, so concurrent rollouts finishing in a different order draw the same
+numbers. Only who gets the last branch slots can depend on order, as it must.
+
+Deviations from the reference code (each has a test): the decision after tool call t uses the window measured
+after result t (no one-step lag); branch ids and ``H_initial`` are per group (no stale state); branches keep
+their root (no re-rooting); the budget is filled with fresh global samples rather than by duplicating the last
+trajectory. ``N = M`` never branches and is exactly GRPO sampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from arpo_core.algo.aepo import consecutive_branch_factor
+from arpo_core.config import BranchingConfig
+
+__all__ = ["BranchDecision", "BranchScheduler", "Origin", "TrajectorySlot", "group_seed"]
+
+
+class Origin(str, Enum):
+    """How a trajectory of a group was started."""
+
+    GLOBAL = "global"
+    """From the bare prompt, one of the N."""
+    BRANCH = "branch"
+    """From the prefix of another trajectory right after one of its tool results."""
+    FILL = "fill"
+    """From the bare prompt, added at the end because branches did not use up the budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrajectorySlot:
+    """One of the M trajectories of a group, as the scheduler knows it."""
+
+    index: int
+    """0..M−1, unique within the group."""
+    origin: Origin
+    root: int
+    """The global (or fill) trajectory whose ``H_initial`` this one uses; itself for globals and fills."""
+    parent: int | None = None
+    """For a branch: the trajectory it was copied from."""
+    branch_step: int = 0
+    """For a branch: the tool step t after whose result it restarts, i.e. the tool calls it inherits."""
+    consecutive: int = 0
+    """AEPO's l inherited from the lineage at birth."""
+
+
+@dataclass(frozen=True, slots=True)
+class BranchDecision:
+    """What the scheduler decided after tool result ``tool_step`` of ``trajectory`` (for logs and metrics)."""
+
+    trajectory: int
+    tool_step: int
+    delta_entropy: float
+    probability: float
+    """P_t after the AEPO penalty, before clipping."""
+    draw: float | None
+    """The uniform draw u of the stochastic rule; None for the threshold rule or when no draw was needed."""
+    positive: bool
+    """The rule said branch (whether or not budget was left)."""
+    children: tuple[TrajectorySlot, ...]
+    """Branches granted: ``min(Z, slots left)`` when positive, else none."""
+    reason: str
+    """One of: ``branch``, ``no_branch``, ``budget_exhausted``, ``call_limit``, ``fill_never_branches``."""
+
+
+def group_seed(run_seed: int, group_key: str | int) -> int:
+    """A per-group seed from the run's seed and a stable group key, so groups draw independent numbers."""
+    digest = hashlib.blake2b(f"{run_seed}\x00{group_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+@dataclass
+class BranchScheduler:
+    """Decides, for one prompt group, how its sampling budget is spent. Create one per group."""
+
+    config: BranchingConfig
+    seed: int = 0
+    global_samples: int | None = None
+    """Override of N for this group (AEPO pre-monitoring); defaults to ``config.global_samples``."""
+    _slots: list[TrajectorySlot] = field(default_factory=list, init=False, repr=False)
+    _active: set[int] = field(default_factory=set, init=False, repr=False)
+    _last_step: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    _consecutive: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    _decisions: list[BranchDecision] = field(default_factory=list, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = self.config.global_samples if self.global_samples is None else self.global_samples
+        if not 1 <= n <= self.config.budget:
+            raise ValueError(f"global_samples={n} must be between 1 and budget={self.config.budget}.")
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed} must be ≥ 0.")
+        self.global_samples = n
+
+    # ------------------------------------------------------------------ budget
+    @property
+    def budget(self) -> int:
+        """M."""
+        return self.config.budget
+
+    @property
+    def n_global(self) -> int:
+        """N for this group."""
+        assert self.global_samples is not None
+        return self.global_samples
+
+    @property
+    def branch_budget(self) -> int:
+        """M − N."""
+        return self.budget - self.n_global
+
+    @property
+    def branches_created(self) -> int:
+        return sum(1 for s in self._slots if s.origin is Origin.BRANCH)
+
+    @property
+    def slots(self) -> tuple[TrajectorySlot, ...]:
+        return tuple(self._slots)
+
+    @property
+    def decisions(self) -> tuple[BranchDecision, ...]:
+        return tuple(self._decisions)
+
+    @property
+    def active(self) -> frozenset[int]:
+        return frozenset(self._active)
+
+    @property
+    def done(self) -> bool:
+        """Every one of the M trajectories exists and has finished."""
+        return self._started and len(self._slots) == self.budget and not self._active
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> tuple[TrajectorySlot, ...]:
+        """The N global trajectories to launch from the bare prompt; call once."""
+        if self._started:
+            raise RuntimeError("start() was already called for this group; create a new scheduler per group.")
+        self._started = True
+        return tuple(self._new_slot(Origin.GLOBAL) for _ in range(self.n_global))
+
+    def decide(self, trajectory: int, tool_step: int, delta_entropy: float) -> BranchDecision:
+        """Decide after tool result ``tool_step`` (1-based) of ``trajectory``, given ``ΔH`` of the next segment."""
+        slot = self._running(trajectory)
+        last = self._last_step.get(trajectory, slot.branch_step)
+        if tool_step <= last:
+            raise ValueError(
+                f"tool_step={tool_step} for trajectory {trajectory} is not after its previous step {last}; "
+                "decide once per tool result, in order."
+            )
+        self._last_step[trajectory] = tool_step
+        l_now = self._consecutive.get(trajectory, slot.consecutive)
+        p = (self.config.alpha + self.config.beta * float(delta_entropy)) * consecutive_branch_factor(
+            self.config.consecutive_branch_penalty, l_now
+        )
+
+        def record(positive: bool, draw: float | None, reason: str, children: int = 0) -> BranchDecision:
+            kids = tuple(
+                self._new_slot(
+                    Origin.BRANCH,
+                    root=slot.root,
+                    parent=trajectory,
+                    branch_step=tool_step,
+                    consecutive=l_now + 1,
+                )
+                for _ in range(children)
+            )
+            self._consecutive[trajectory] = l_now + 1 if kids else 0
+            decision = BranchDecision(trajectory, tool_step, float(delta_entropy), p, draw, positive, kids, reason)
+            self._decisions.append(decision)
+            return decision
+
+        if slot.origin is Origin.FILL:
+            return record(False, None, "fill_never_branches")
+        if tool_step > self.config.call_limit:
+            return record(False, None, "call_limit")
+        draw: float | None = None
+        if self.config.branch_rule == "stochastic":
+            draw = self._draw(trajectory, tool_step)
+            positive = draw < min(max(p, 0.0), 1.0)
+        else:
+            positive = p > self.config.tau
+        left = self.branch_budget - self.branches_created
+        if not positive:
+            return record(False, draw, "no_branch")
+        if left <= 0:
+            return record(True, draw, "budget_exhausted")
+        return record(True, draw, "branch", children=min(self.config.branches_per_decision, left))
+
+    def finish(self, trajectory: int) -> None:
+        """Trajectory ended (answer, EOS, token budget, call limit or error)."""
+        self._running(trajectory)
+        self._active.discard(trajectory)
+
+    def fill(self) -> tuple[TrajectorySlot, ...]:
+        """Fresh global samples to add now so the group ends with exactly M; empty until none can branch."""
+        if not self._started:
+            raise RuntimeError("call start() before fill().")
+        missing = self.budget - len(self._slots)
+        if missing <= 0 or any(self._may_branch(i) for i in self._active):
+            return ()
+        return tuple(self._new_slot(Origin.FILL) for _ in range(missing))
+
+    # ------------------------------------------------------------------ internals
+    def _may_branch(self, trajectory: int) -> bool:
+        slot = self._slots[trajectory]
+        last = self._last_step.get(trajectory, slot.branch_step)
+        return slot.origin is not Origin.FILL and last < self.config.call_limit
+
+    def _running(self, trajectory: int) -> TrajectorySlot:
+        if trajectory not in self._active:
+            state = "finished" if 0 <= trajectory < len(self._slots) else "unknown"
+            raise ValueError(f"trajectory {trajectory} is {state} in this group; only running ones can act.")
+        return self._slots[trajectory]
+
+    def _new_slot(
+        self,
+        origin: Origin,
+        *,
+        root: int | None = None,
+        parent: int | None = None,
+        branch_step: int = 0,
+        consecutive: int = 0,
+    ) -> TrajectorySlot:
+        index = len(self._slots)
+        if index >= self.budget:  # pragma: no cover - guarded by the callers; a bug if reached
+            raise AssertionError(f"scheduler would exceed budget M={self.budget}")
+        slot = TrajectorySlot(index, origin, index if root is None else root, parent, branch_step, consecutive)
+        self._slots.append(slot)
+        self._active.add(index)
+        return slot
+
+    def _draw(self, trajectory: int, tool_step: int) -> float:
+        return float(np.random.default_rng([self.seed, trajectory, tool_step]).random())
