@@ -26,7 +26,7 @@ def hand_tree() -> RolloutTree:
         top_logprobs=[[-0.1, -2.5], [-0.2, -1.9], [-0.3, -float("inf")]],
         policy_version=3,
         text="<python>x</python>",
-        tool_call=ToolCallInfo("python", {"code": "x"}),
+        tool_calls=(ToolCallInfo("python", {"code": "x"}),),
         entropy=0.25,
     )
     tool = t.add_segment(g.node_id, SegmentKind.TOOL, [7, 8], text=" <result>\n1\n</result>", meta={"latency_s": 0.01})

@@ -243,3 +243,11 @@ def test_invariants_under_random_interleavings(script: tuple) -> None:  # type: 
             assert not d.children
     if config.is_grpo:
         assert all(x.origin is Origin.GLOBAL for x in slots)
+
+
+def test_for_group_applies_aepo_sizing_only_when_enabled() -> None:
+    off = BranchScheduler.for_group(cfg(budget=16, global_samples=8), 0, root_entropy=3.0, tool_entropies=[1.0])
+    assert off.n_global == 8
+    on = cfg(budget=16, global_samples=8, dynamic_global_samples=True)
+    assert BranchScheduler.for_group(on, 0, root_entropy=3.0, tool_entropies=[1.0]).n_global == 12  # see above
+    assert BranchScheduler.for_group(on, 0).n_global == 8  # no pre-monitoring data: the configured N

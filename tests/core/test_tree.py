@@ -36,7 +36,7 @@ def test_jsonl_round_trip_is_lossless(tmp_path: Path) -> None:
     again = back[0]
     assert again.segment(1).top_logprobs == ((-0.1, -2.5), (-0.2, -1.9), (-0.3, -math.inf))
     assert again.segment(5).logprobs == (-1.0, -math.pi)  # full float precision
-    assert again.segment(1).tool_call == ToolCallInfo("python", {"code": "x"})
+    assert again.segment(1).tool_calls == (ToolCallInfo("python", {"code": "x"}),)
     assert again.records == trees[0].records
 
 

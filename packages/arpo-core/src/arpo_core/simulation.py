@@ -37,7 +37,8 @@ class GeneratedSegment:
     logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[tuple[float, ...], ...] | None = None
     text: str = ""
-    tool_call: ToolCallInfo | None = None
+    tool_calls: tuple[ToolCallInfo, ...] = ()
+    """Calls the segment ended with; several (parallel JSON calls) share one tool step and one result segment."""
     finish_reason: str = "stop"
 
 
@@ -101,12 +102,12 @@ def expand_group(
                 logprobs=gen.logprobs,
                 top_logprobs=gen.top_logprobs,
                 text=gen.text,
-                tool_call=gen.tool_call,
+                tool_calls=gen.tool_calls,
                 finish_reason=gen.finish_reason,
-                entropy=monitor.measure(gen.top_logprobs) if gen.top_logprobs else 0.0,
+                entropy=None if gen.top_logprobs is None else monitor.measure(gen.top_logprobs),
             )
             used += len(gen.token_ids)
-            window = seg.entropy or 0.0
+            window = _window(seg.entropy, scheduler)
             if first and is_root:
                 monitor.record_initial(slot.root, window)
             elif not first:
@@ -116,16 +117,21 @@ def expand_group(
                 out.decisions.append(decision)
                 queue.extend((child, node, calls, used - len(gen.token_ids)) for child in decision.children)
             first = False
-            if gen.tool_call is None or gen.finish_reason == "length" or used >= max_response_tokens:
-                reason = gen.finish_reason if used < max_response_tokens else "length"
-                _end(tree, scheduler, slot, seg.node_id, reason)
+            if not gen.tool_calls or gen.finish_reason == "length":
+                _end(tree, scheduler, slot, seg.node_id, gen.finish_reason)  # answer, EOS, or cut by max_tokens
                 break
             if calls >= calls_limit:
                 _end(tree, scheduler, slot, seg.node_id, "call_limit")
                 break
-            result_text = format_result(tools(gen.tool_call))
-            result_ids = policy.encode(result_text)[: max(0, max_response_tokens - used)]
-            tool_seg = tree.add_segment(seg.node_id, SegmentKind.TOOL, result_ids, text=result_text)
+            if used >= max_response_tokens:  # a call, but no room left for its result
+                _end(tree, scheduler, slot, seg.node_id, "length")
+                break
+            result_text = "".join(format_result(tools(call)) for call in gen.tool_calls)
+            full_ids = policy.encode(result_text)
+            result_ids = full_ids[: max_response_tokens - used]
+            meta = {"truncated_from_tokens": len(full_ids)} if len(result_ids) < len(full_ids) else {}
+            # `text` keeps the whole result for inspection; `meta` says when the model saw only its first tokens.
+            tool_seg = tree.add_segment(seg.node_id, SegmentKind.TOOL, result_ids, text=result_text, meta=meta)
             out.tool_calls += 1
             calls += 1
             used += len(result_ids)
@@ -135,6 +141,18 @@ def expand_group(
                 break
     tree.validate()
     return out
+
+
+def _window(entropy: float | None, scheduler: BranchScheduler) -> float:
+    """The entropy window of a segment; without top-k logprobs only GRPO (no branch slots) can proceed."""
+    if entropy is not None:
+        return entropy
+    if scheduler.branch_budget > 0:
+        raise ValueError(
+            "the policy returned no top-k logprobs, which ARPO's branching needs; ask the server for logprobs "
+            "(vLLM: logprobs=k) or set global_samples equal to budget for GRPO sampling."
+        )
+    return 0.0
 
 
 def _end(tree: RolloutTree, scheduler: BranchScheduler, slot: TrajectorySlot, leaf: int, reason: str) -> None:

@@ -38,10 +38,12 @@ class ScriptedPolicy:
     """Probability that a segment ends with a tool call (while the trajectory has calls left)."""
     max_calls: int = 3
     segment_tokens: tuple[int, int] = (8, 24)
-    base_sharpness: float = 6.0
-    """Logit scale of ordinary positions: higher is more peaked, i.e. lower entropy."""
-    post_tool_sharpness: float = 1.5
-    """Logit scale of the first tokens after a tool result: flatter, i.e. higher entropy."""
+    base_top1: tuple[float, float] = (0.85, 0.98)
+    """Range of the top-1 probability at ordinary positions (peaked: low entropy)."""
+    post_tool_top1: tuple[float, float] = (0.3, 0.6)
+    """Range of the top-1 probability for the first tokens after a tool result (flatter: higher entropy)."""
+    tail_mass: float = 0.1
+    """Share of the non-top-1 mass left outside the top k (what the truncated estimator cannot see)."""
     post_tool_tokens: int = 20
     gold: str = "42"
     p_correct_with_tool: float = 0.7
@@ -53,14 +55,15 @@ class ScriptedPolicy:
         body = [2 + (ord(c) % (self.vocab_size - 2)) for c in text]
         return [*body, self.result_marker]
 
-    def _position(self, rng: np.random.Generator, sharpness: float) -> tuple[int, float, tuple[float, ...]]:
-        """One position: (sampled token, its logprob, top-k logprobs)."""
-        logits = rng.standard_normal(self.vocab_size) * sharpness
-        logits -= logits.max()
-        logp = logits - np.log(np.exp(logits).sum())
-        order = np.argsort(-logp)[: self.top_k]
-        rank = 0 if rng.random() < 0.8 else min(1, self.top_k - 1)
-        return int(order[rank]), float(logp[order[rank]]), tuple(float(x) for x in logp[order])
+    def _position(self, rng: np.random.Generator, top1: tuple[float, float]) -> tuple[int, float, tuple[float, ...]]:
+        """One position: (sampled token, its logprob, top-k logprobs in decreasing order)."""
+        q = float(rng.uniform(*top1))
+        rest = (1.0 - q) * (1.0 - self.tail_mass) * rng.dirichlet(np.ones(max(self.top_k - 1, 1)))
+        probs = np.sort(np.concatenate([[q], rest[: self.top_k - 1]]))[::-1]
+        ids = rng.choice(self.vocab_size, size=probs.size, replace=False)
+        rank = int(rng.choice(probs.size, p=probs / probs.sum()))
+        logp = np.log(probs)
+        return int(ids[rank]), float(logp[rank]), tuple(float(x) for x in logp)
 
     def generate(self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot) -> GeneratedSegment:
         calls_made = sum(1 for t in context if t == self.result_marker)
@@ -72,23 +75,23 @@ class ScriptedPolicy:
         logprobs: list[float] = []
         tops: list[tuple[float, ...]] = []
         for pos in range(n):
-            sharp = self.post_tool_sharpness if after_tool and pos < self.post_tool_tokens else self.base_sharpness
-            token, logprob, top = self._position(rng, sharp)
+            top1 = self.post_tool_top1 if after_tool and pos < self.post_tool_tokens else self.base_top1
+            token, logprob, top = self._position(rng, top1)
             ids.append(token)
             logprobs.append(logprob)
             tops.append(top)
         if n < max(lo, 1) and n == max_tokens:
-            return GeneratedSegment(tuple(ids), tuple(logprobs), tuple(tops), "…", None, "length")
+            return GeneratedSegment(tuple(ids), tuple(logprobs), tuple(tops), "…", (), "length")
         if calls_made < self.max_calls and rng.random() < self.tool_call_prob:
             code = f"print({calls_made} + {int(rng.integers(0, 100))})"
             text = f"<think>step {calls_made}</think><python>{code}</python>"
             return GeneratedSegment(
-                tuple(ids), tuple(logprobs), tuple(tops), text, ToolCallInfo("python", {"code": code}), "stop"
+                tuple(ids), tuple(logprobs), tuple(tops), text, (ToolCallInfo("python", {"code": code}),), "stop"
             )
         p = self.p_correct_with_tool if calls_made else self.p_correct_without_tool
         answer = self.gold if rng.random() < p else str(int(rng.integers(0, 1000)))
         text = f"<think>done</think><answer>\\boxed{{{answer}}}</answer>"
-        return GeneratedSegment(tuple(ids), tuple(logprobs), tuple(tops), text, None, "stop")
+        return GeneratedSegment(tuple(ids), tuple(logprobs), tuple(tops), text, (), "stop")
 
 
 def echo_tool(call: ToolCallInfo) -> str:

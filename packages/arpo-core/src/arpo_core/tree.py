@@ -67,7 +67,8 @@ class Segment:
     """Top-k logprobs per position (values only), for the entropy estimators."""
     policy_version: int | None = None
     text: str = ""
-    tool_call: ToolCallInfo | None = None
+    tool_calls: tuple[ToolCallInfo, ...] = ()
+    """The tool calls this generated segment ended with (several for parallel JSON calls); empty if none."""
     finish_reason: str | None = None
     entropy: float | None = None
     """The entropy window W measured on this segment, when one was."""
@@ -109,20 +110,17 @@ class Segment:
                 out[name] = value
         if self.text:
             out["text"] = self.text
-        if self.tool_call is not None:
-            out["tool_call"] = {
-                "name": self.tool_call.name,
-                "arguments": dict(self.tool_call.arguments),
-                "call_id": self.tool_call.call_id,
-                "error": self.tool_call.error,
-            }
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"name": c.name, "arguments": dict(c.arguments), "call_id": c.call_id, "error": c.error}
+                for c in self.tool_calls
+            ]
         if self.meta:
             out["meta"] = dict(self.meta)
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Segment:
-        tool = data.get("tool_call")
         return cls(
             node_id=int(data["node_id"]),
             parent_id=None if data.get("parent_id") is None else int(data["parent_id"]),
@@ -134,9 +132,10 @@ class Segment:
             else tuple(tuple(float(x) for x in row) for row in data["top_logprobs"]),
             policy_version=data.get("policy_version"),
             text=data.get("text", ""),
-            tool_call=None
-            if tool is None
-            else ToolCallInfo(tool["name"], dict(tool.get("arguments") or {}), tool.get("call_id"), tool.get("error")),
+            tool_calls=tuple(
+                ToolCallInfo(c["name"], dict(c.get("arguments") or {}), c.get("call_id"), c.get("error"))
+                for c in data.get("tool_calls") or ()
+            ),
             finish_reason=data.get("finish_reason"),
             entropy=data.get("entropy"),
             meta=dict(data.get("meta") or {}),
@@ -397,18 +396,38 @@ class RolloutTree:
             metadata=data.get("metadata"),
         )
         for seg in segments[1:]:
-            if seg.node_id != len(tree._segments) or seg.parent_id is None:
-                raise ValueError(f"group {tree.group_id!r}: segment ids must be 1, 2, ... in order with parents.")
+            if seg.node_id != len(tree._segments):
+                raise ValueError(f"group {tree.group_id!r}: segment ids must be 1, 2, ... in order.")
+            if seg.parent_id is None or not 0 <= seg.parent_id < seg.node_id:
+                raise ValueError(
+                    f"group {tree.group_id!r}: segment {seg.node_id} has parent {seg.parent_id}; a parent must be "
+                    "an earlier node."
+                )
+            if seg.kind is SegmentKind.PROMPT:
+                raise ValueError(f"group {tree.group_id!r}: segment {seg.node_id} is a second prompt.")
+            if seg.kind is SegmentKind.TOOL and tree._segments[seg.parent_id].kind is not SegmentKind.GENERATED:
+                raise ValueError(
+                    f"group {tree.group_id!r}: tool segment {seg.node_id} has parent {seg.parent_id}, which is "
+                    "not a generated segment."
+                )
             tree._segments.append(seg)
             tree._children.append([])
             tree._children[seg.parent_id].append(seg.node_id)
         for r in data.get("trajectories", []):
             record = TrajectoryRecord.from_dict(r)
+            if record.index in tree._records:
+                raise ValueError(f"group {tree.group_id!r}: trajectory {record.index} appears twice.")
+            if not 0 < record.leaf_id < len(tree._segments):
+                raise ValueError(
+                    f"group {tree.group_id!r}: trajectory {record.index} ends at node {record.leaf_id}, which is "
+                    "not a response node."
+                )
             tree._records[record.index] = record
         return tree
 
     def dumps(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        # ASCII escapes keep any Python string, lone surrogates included, writable as UTF-8 and lossless.
+        return json.dumps(self.to_dict(), ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def loads(cls, line: str) -> RolloutTree:

@@ -38,10 +38,10 @@ def group_advantages(
         raise ValueError(f"reward {bad} is not finite; every trajectory needs a finite reward before training.")
     if r.size == 1:
         return np.zeros(1)
-    centred = r - r.mean()
+    centred: NDArray[np.float64] = r - r.mean()
     if not normalize_by_std:
         return centred
-    std = r.std(ddof=1 if std_unbiased else 0)
+    std = float(r.std(ddof=1 if std_unbiased else 0))
     return centred / (std + epsilon)
 
 

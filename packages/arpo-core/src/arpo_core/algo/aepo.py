@@ -31,9 +31,19 @@ def dynamic_global_samples(budget: int, root_entropy: float, tool_entropies: Seq
     if not tool_entropies:
         return budget
     gap = root_entropy - sum(tool_entropies) / len(tool_entropies)
-    sigma = 1.0 / (1.0 + math.exp(-0.5 * gap))
+    if math.isnan(gap):
+        raise ValueError("an entropy of the pre-rollout is NaN; AEPO sizing needs numbers.")
+    sigma = _sigmoid(0.5 * gap)
     n = int(budget * sigma) + 1
     return max(min(minimum, budget), min(budget, n))
+
+
+def _sigmoid(x: float) -> float:
+    """σ(x) without overflow for any finite or infinite x."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
 
 
 def consecutive_branch_factor(penalty: float, consecutive: int) -> float:

@@ -25,18 +25,20 @@ Note: Σ_{j∈D(s)} of the hard advantages equals Σ_{j∈D(s)} Â_j (d × mean)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from arpo_core.tree import RolloutTree
 
 __all__ = ["PackedSegment", "TokenAdvantages", "attribute", "packed_view", "segment_advantages"]
 
 Attribution = Literal["soft", "hard"]
+GroupAdvantages = Mapping[int, float] | ArrayLike
+"""Â per trajectory: a mapping ``{trajectory index: Â}`` or values in trajectory-index order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +69,12 @@ class PackedSegment:
         return len(self.trajectories)
 
 
-def _as_mapping(tree: RolloutTree, advantages: Mapping[int, float] | Sequence[float]) -> dict[int, float]:
+def _as_mapping(tree: RolloutTree, advantages: GroupAdvantages) -> dict[int, float]:
     indices = [r.index for r in tree.records]
     if isinstance(advantages, Mapping):
         out = {int(k): float(v) for k, v in advantages.items()}
     else:
-        values = list(advantages)
+        values = [float(v) for v in np.asarray(advantages, dtype=np.float64).ravel()]
         if len(values) != len(indices):
             raise ValueError(
                 f"group {tree.group_id!r} has {len(indices)} trajectories but {len(values)} advantages were given."
@@ -81,11 +83,16 @@ def _as_mapping(tree: RolloutTree, advantages: Mapping[int, float] | Sequence[fl
     missing = [i for i in indices if i not in out]
     if missing:
         raise ValueError(f"group {tree.group_id!r}: no advantage for trajectories {missing}.")
+    extra = sorted(set(out) - set(indices))
+    if extra:
+        raise ValueError(
+            f"group {tree.group_id!r} has no trajectories {extra}; the advantages given belong to another group."
+        )
     return out
 
 
 def segment_advantages(
-    tree: RolloutTree, advantages: Mapping[int, float] | Sequence[float], mode: Attribution = "soft"
+    tree: RolloutTree, advantages: GroupAdvantages, mode: Attribution = "soft"
 ) -> dict[tuple[int, int], float]:
     """The advantage trajectory j puts on the tokens of node s, keyed ``(s, j)``, for every (s, j) on a path."""
     adv = _as_mapping(tree, advantages)
@@ -106,9 +113,7 @@ def segment_advantages(
     return out
 
 
-def attribute(
-    tree: RolloutTree, advantages: Mapping[int, float] | Sequence[float], mode: Attribution = "soft"
-) -> list[TokenAdvantages]:
+def attribute(tree: RolloutTree, advantages: GroupAdvantages, mode: Attribution = "soft") -> list[TokenAdvantages]:
     """Per-trajectory token advantages and loss masks (trajectory-expanded view), in trajectory order."""
     per_segment = segment_advantages(tree, advantages, mode)
     out: list[TokenAdvantages] = []
@@ -129,9 +134,7 @@ def attribute(
     return out
 
 
-def packed_view(
-    tree: RolloutTree, advantages: Mapping[int, float] | Sequence[float], mode: Attribution = "soft"
-) -> list[PackedSegment]:
+def packed_view(tree: RolloutTree, advantages: GroupAdvantages, mode: Attribution = "soft") -> list[PackedSegment]:
     """Every response segment once, with its d trajectories and their advantages, in node order."""
     per_segment = segment_advantages(tree, advantages, mode)
     through = tree.descendants_of()

@@ -15,9 +15,11 @@ can still branch (all finished or at ``call_limit``) and the group has fewer tha
 ("fill") are added until it has exactly ``M``; fills never branch, since they use up exactly the slots left.
 
 This class only decides; it owns no tasks, clients or tokens (the runtime does). It is deterministic under a
-seed *whatever order the runtime calls it in*: each uniform draw is keyed by ``(seed, trajectory, tool step)``
-rather than taken from a shared stream, so concurrent rollouts finishing in a different order draw the same
-numbers. Only who gets the last branch slots can depend on order, as it must.
+seed *whatever order the runtime calls it in*: each uniform draw is keyed by ``(seed, lineage, tool step)``,
+where the lineage names a trajectory by how it was spawned (k-th global sample; j-th branch after result t of
+its parent) rather than by the order slots were handed out, and no draw comes from a shared stream. So
+concurrent rollouts finishing in a different order draw the same numbers; only who gets the last branch slots
+can depend on order, as it must.
 
 Deviations from the reference code (each has a test): the decision after tool call t uses the window measured
 after result t (no one-step lag); branch ids and ``H_initial`` are per group (no stale state); branches keep
@@ -28,12 +30,14 @@ trajectory. ``N = M`` never branches and is exactly GRPO sampling.
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
-from arpo_core.algo.aepo import consecutive_branch_factor
+from arpo_core.algo.aepo import consecutive_branch_factor, dynamic_global_samples
 from arpo_core.config import BranchingConfig
 
 __all__ = ["BranchDecision", "BranchScheduler", "Origin", "TrajectorySlot", "group_seed"]
@@ -65,6 +69,10 @@ class TrajectorySlot:
     """For a branch: the tool step t after whose result it restarts, i.e. the tool calls it inherits."""
     consecutive: int = 0
     """AEPO's l inherited from the lineage at birth."""
+    lineage: tuple[int, ...] = ()
+    """How the trajectory was spawned, independent of the order events happened in: ``(0, k)`` for the k-th
+    global sample, ``(1, k)`` for the k-th fill, ``parent.lineage + (t, j)`` for the j-th branch spawned after
+    the parent's tool result t. Branch draws are keyed by it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,25 @@ class BranchScheduler:
             raise ValueError(f"seed={self.seed} must be ≥ 0.")
         self.global_samples = n
 
+    @classmethod
+    def for_group(
+        cls,
+        config: BranchingConfig,
+        seed: int,
+        *,
+        root_entropy: float | None = None,
+        tool_entropies: Sequence[float] = (),
+    ) -> BranchScheduler:
+        """A scheduler for one group; with ``dynamic_global_samples`` on, N comes from AEPO pre-monitoring.
+
+        ``root_entropy`` and ``tool_entropies`` are the entropy windows of a short pre-rollout of this prompt
+        (the first segment, and the segments after tool results); without them N is the configured one.
+        """
+        n = None
+        if config.dynamic_global_samples and root_entropy is not None:
+            n = dynamic_global_samples(config.budget, root_entropy, tool_entropies, config.dynamic_global_samples_min)
+        return cls(config, seed=seed, global_samples=n)
+
     # ------------------------------------------------------------------ budget
     @property
     def budget(self) -> int:
@@ -159,7 +186,7 @@ class BranchScheduler:
         if self._started:
             raise RuntimeError("start() was already called for this group; create a new scheduler per group.")
         self._started = True
-        return tuple(self._new_slot(Origin.GLOBAL) for _ in range(self.n_global))
+        return tuple(self._new_slot(Origin.GLOBAL, lineage=(0, k)) for k in range(self.n_global))
 
     def decide(self, trajectory: int, tool_step: int, delta_entropy: float) -> BranchDecision:
         """Decide after tool result ``tool_step`` (1-based) of ``trajectory``, given ``ΔH`` of the next segment."""
@@ -184,8 +211,9 @@ class BranchScheduler:
                     parent=trajectory,
                     branch_step=tool_step,
                     consecutive=l_now + 1,
+                    lineage=(*slot.lineage, tool_step, j),
                 )
-                for _ in range(children)
+                for j in range(children)
             )
             self._consecutive[trajectory] = l_now + 1 if kids else 0
             decision = BranchDecision(trajectory, tool_step, float(delta_entropy), p, draw, positive, kids, reason)
@@ -194,11 +222,16 @@ class BranchScheduler:
 
         if slot.origin is Origin.FILL:
             return record(False, None, "fill_never_branches")
+        if math.isnan(p):
+            raise ValueError(
+                f"ΔH={delta_entropy} for trajectory {trajectory} at tool step {tool_step} is NaN; the entropy "
+                "window of a segment must be a number (check the server's top-k logprobs)."
+            )
         if tool_step > self.config.call_limit:
             return record(False, None, "call_limit")
         draw: float | None = None
         if self.config.branch_rule == "stochastic":
-            draw = self._draw(trajectory, tool_step)
+            draw = self._draw(slot.lineage, tool_step)
             positive = draw < min(max(p, 0.0), 1.0)
         else:
             positive = p > self.config.tau
@@ -221,7 +254,8 @@ class BranchScheduler:
         missing = self.budget - len(self._slots)
         if missing <= 0 or any(self._may_branch(i) for i in self._active):
             return ()
-        return tuple(self._new_slot(Origin.FILL) for _ in range(missing))
+        fills = sum(1 for s in self._slots if s.origin is Origin.FILL)
+        return tuple(self._new_slot(Origin.FILL, lineage=(1, fills + k)) for k in range(missing))
 
     # ------------------------------------------------------------------ internals
     def _may_branch(self, trajectory: int) -> bool:
@@ -243,14 +277,15 @@ class BranchScheduler:
         parent: int | None = None,
         branch_step: int = 0,
         consecutive: int = 0,
+        lineage: tuple[int, ...] = (),
     ) -> TrajectorySlot:
         index = len(self._slots)
         if index >= self.budget:  # pragma: no cover - guarded by the callers; a bug if reached
             raise AssertionError(f"scheduler would exceed budget M={self.budget}")
-        slot = TrajectorySlot(index, origin, index if root is None else root, parent, branch_step, consecutive)
+        slot = TrajectorySlot(index, origin, index if root is None else root, parent, branch_step, consecutive, lineage)
         self._slots.append(slot)
         self._active.add(index)
         return slot
 
-    def _draw(self, trajectory: int, tool_step: int) -> float:
-        return float(np.random.default_rng([self.seed, trajectory, tool_step]).random())
+    def _draw(self, lineage: tuple[int, ...], tool_step: int) -> float:
+        return float(np.random.default_rng([self.seed, *lineage, tool_step]).random())

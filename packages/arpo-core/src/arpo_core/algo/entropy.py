@@ -14,6 +14,11 @@ Three estimators, ordered ``truncated ≤ exact ≤ tail`` for every distributio
   over the other ``|V| - k`` tokens: ``-r ln(r / (|V| - k))``. For a fixed mass ``r`` on ``|V| - k`` tokens the
   uniform spread has the largest entropy, so this is an upper bound of ``H``.
 
+Caveat of the truncated estimator: it is not monotone in the true entropy. Spreading mass beyond the top k
+*lowers* it — uniform over 1,000 tokens scores ``2·(1/1000)·ln 1000 = 0.014`` nats with k = 2, less than a fair
+coin's ``ln 2 = 0.69`` — so for very flat distributions ΔH can even change sign. The reference (and the
+published α, β) use it; ``topk_tail`` does not have this failure, and larger k narrows the gap.
+
 The bounds hold for any subset of the vocabulary, so they also hold when an endpoint returns the sampled token
 in addition to the top k (vLLM does), and when entries carry vLLM's ``-9999.0`` stand-in for ``-inf``.
 
@@ -88,7 +93,10 @@ def _plogp_sum(p: NDArray[np.float64], log_p: NDArray[np.float64]) -> NDArray[np
 def pad_topk(topk_logprobs: Sequence[Sequence[float]] | ArrayLike) -> NDArray[np.float64]:
     """Ragged per-position top-k logprobs ``[[ℓ..], ...]`` as a ``(T, k_max)`` array padded with ``-inf``."""
     if isinstance(topk_logprobs, np.ndarray):
-        return np.asarray(topk_logprobs, dtype=np.float64).reshape(len(topk_logprobs), -1)
+        arr = np.asarray(topk_logprobs, dtype=np.float64)
+        if arr.size == 0:
+            return np.zeros((len(arr), 0), dtype=np.float64)
+        return arr.reshape(len(arr), -1)
     rows = [np.asarray(row, dtype=np.float64).ravel() for row in topk_logprobs]  # type: ignore[union-attr]
     width = max((row.size for row in rows), default=0)
     out = np.full((len(rows), width), -np.inf, dtype=np.float64)
@@ -99,6 +107,8 @@ def pad_topk(topk_logprobs: Sequence[Sequence[float]] | ArrayLike) -> NDArray[np
 
 def _topk_probs(topk_logprobs: Sequence[Sequence[float]] | ArrayLike) -> tuple[NDArray[np.float64], ...]:
     logp = pad_topk(topk_logprobs)  # (T, k)
+    if np.any(np.isnan(logp)):
+        raise ValueError("a top-k logprob is NaN; the server returned a broken distribution for this segment.")
     if np.any(logp > 1e-6):
         bad = float(logp[logp > 1e-6][0])
         raise ValueError(f"a top-k logprob of {bad} is positive; pass log-probabilities (≤ 0), not probabilities.")
@@ -161,13 +171,19 @@ class TopKWithTail:
 
 @dataclass(frozen=True, slots=True)
 class ExactFromLogits:
-    """Trainer-side estimator from full logits ``(T, V)``, divided by ``ln|V|``."""
+    """Trainer-side estimator from full logits ``(T, V')``, divided by ``ln|V|``.
+
+    ``vocab_size`` is the tokenizer's |V|; models often pad the logits to a larger ``V'`` (e.g. a multiple of
+    64), so by default the width of the logits is used only when no |V| is given.
+    """
 
     temperature: float = 1.0
+    vocab_size: int | None = None
 
     def __call__(self, logits: ArrayLike) -> NDArray[np.float64]:
         z = np.asarray(logits, dtype=np.float64)
-        return entropy_from_logits(z, self.temperature) / _log_vocab(z.shape[-1])
+        v = self.vocab_size if self.vocab_size is not None else z.shape[-1]
+        return entropy_from_logits(z, self.temperature) / _log_vocab(v)
 
 
 def make_estimator(kind: EstimatorKind | str, vocab_size: int) -> TopKTruncated | TopKWithTail:
@@ -186,11 +202,9 @@ def window_entropy(token_entropies: ArrayLike, window: int, reduction: WindowRed
     """
     if window < 1:
         raise ValueError(f"window={window} must be ≥ 1 (the reference measures the first 20 tokens).")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction={reduction!r} is not one of 'sum' (reference) or 'mean'.")
     h = np.asarray(token_entropies, dtype=np.float64).ravel()[:window]
     if h.size == 0:
         return 0.0
-    if reduction == "sum":
-        return float(np.sum(h))
-    if reduction == "mean":
-        return float(np.mean(h))
-    raise ValueError(f"reduction={reduction!r} is not one of 'sum' (reference) or 'mean'.")
+    return float(np.sum(h)) if reduction == "sum" else float(np.mean(h))

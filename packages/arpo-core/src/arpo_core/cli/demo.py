@@ -18,7 +18,7 @@ from arpo_core.algo.attribution import attribute
 from arpo_core.algo.branching import BranchScheduler, group_seed
 from arpo_core.algo.entropy import make_estimator
 from arpo_core.algo.entropy_monitor import EntropyMonitor
-from arpo_core.algo.rewards import build_reward
+from arpo_core.algo.rewards import make_reward_function
 from arpo_core.config import ArpoConfig
 from arpo_core.simulation import GroupExpansion, expand_group
 from arpo_core.testing import ScriptedPolicy, echo_tool
@@ -43,7 +43,7 @@ class DemoSummary:
 
 def _run(name: str, config: ArpoConfig, prompts: int, policy: ScriptedPolicy) -> tuple[DemoSummary, list[RolloutTree]]:
     algo = config.algo
-    reward = build_reward(algo.reward)
+    reward = make_reward_function(algo.reward)
     trees: list[RolloutTree] = []
     tool_calls = branches = unique = expanded = positives = decisions = 0
     rewards: list[float] = []
