@@ -43,10 +43,12 @@ def demo(
             param_hint="--global-samples",
         )
     console = Console()
+    console.print("[bold]arpo demo[/bold]: ARPO's rollout algorithm on a scripted toy policy")
     console.print(
-        "[bold]arpo demo[/bold] — ARPO's rollout algorithm (entropy monitor, branching scheduler, rollout trees,\n"
-        "rewards, GRPO advantages, attribution) driven by a scripted toy policy whose entropy rises after tool\n"
-        "results. No model or server is involved; `arpo train` runs the real job once the trainer lands.\n"
+        "The real scheduler, entropy monitor, rollout trees, rewards and attribution;\n"
+        "the toy policy's entropy rises after tool results, as ARPO observed in LLMs.\n"
+        "No model or server is involved: `arpo train` is the real job.\n",
+        highlight=False,
     )
     arpo, grpo, trees = run_demo(prompts, budget, global_samples, seed)
     table = Table(title=f"{prompts} prompts, M = {budget} trajectories each")
@@ -56,9 +58,9 @@ def demo(
         "branches",
         "tool calls run",
         "mean reward",
-        "tokens stored",
-        "tokens trained",
-        "branch rate",
+        "tokens in trees",
+        "tokens on paths",
+        "branched",
     ):
         table.add_column(col, justify="right")
     for s, n in ((arpo, global_samples), (grpo, budget)):
@@ -75,10 +77,12 @@ def demo(
         )
     console.print(table)
     console.print(
-        f"ARPO ran {arpo.tool_calls / max(grpo.tool_calls, 1):.2f}× the tool calls of GRPO for the same "
+        f"ARPO ran {arpo.tool_calls / max(grpo.tool_calls, 1):.2f}× the tool calls of GRPO for the same\n"
         f"{arpo.trajectories} trajectories: branches share their parent's prefix and tool results.\n"
+        "'branched': positive branch decisions / decisions (one after each tool result).\n",
+        highlight=False,
     )
-    console.print("One ARPO group (W = entropy window of a segment; branches hang under tool results):")
+    console.print("One ARPO group (W: entropy window; branches hang under tool results):")
     for line in render_tree(trees[0]):
         console.print(line, markup=False, highlight=False)
     path = write_demo_trees(trees, out)
