@@ -41,3 +41,14 @@ def test_console_script_is_installed() -> None:
     arpo = Path(sys.executable).parent / "arpo"
     out = subprocess.run([str(arpo), "version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == __version__
+
+
+def test_config_prints_the_resolved_config_and_rejects_bad_input(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "--set", "algo.branching.beta=0.3"])
+    assert result.exit_code == 0, result.output
+    assert "beta: 0.3" in result.output and "budget: 16" in result.output
+    bad = tmp_path / "run.toml"
+    bad.write_text("[algo.branching]\nbudget = 2\n")
+    result = runner.invoke(app, ["config", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "global_samples=8 exceeds budget=2" in result.output

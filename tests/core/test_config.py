@@ -25,8 +25,7 @@ def test_every_field_is_documented() -> None:
             if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
                 walk(annotation)
 
-    walk(BranchingConfig)
-    walk(EntropyConfig)
+    walk(ArpoConfig)
 
 
 def test_frozen_and_forbids_extra() -> None:
@@ -88,3 +87,15 @@ def test_bad_input_gives_one_clear_sentence(
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match=r"does not exist"):
         load_config("/nonexistent/run.toml")
+
+
+def test_tool_call_section_builds_the_parser() -> None:
+    from arpo_core.toolcalls import HermesProtocol, TagProtocol
+
+    assert isinstance(ArpoConfig().tool_calls.make_parser(), TagProtocol)
+    c = load_config(overrides=["tool_calls.protocol=hermes", "tool_calls.stop_on_call_end=true"])
+    parser = c.tool_calls.make_parser()
+    assert isinstance(parser, HermesProtocol)
+    assert parser.stop_sequences == ("</tool_call>",)
+    turn = ArpoConfig().tool_calls.make_parser().parse("<python>print(2)</python>")
+    assert [(c.name, dict(c.arguments)) for c in turn.calls] == [("python", {"code": "print(2)"})]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from arpo_core.algo.entropy import EstimatorKind
 from arpo_core.algo.rewards.config import RewardConfig
+from arpo_core.toolcalls.calls import ToolCallParser
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +33,9 @@ __all__ = [
     "ConfigError",
     "EntropyConfig",
     "RewardConfig",
+    "ToolCallConfig",
     "load_config",
+    "validate_config",
 ]
 
 
@@ -125,17 +128,54 @@ class AlgoConfig(_Frozen):
     """The algorithm: entropy measurement, branching, advantages and rewards."""
 
     entropy: EntropyConfig = EntropyConfig()
+    """Entropy measurement during rollout (spec §2)."""
     branching: BranchingConfig = BranchingConfig()
+    """Entropy-based adaptive rollout: budget, branching rule, limits (spec §2)."""
     advantage: AdvantageConfig = AdvantageConfig()
+    """Group advantages and their attribution to tokens (spec §3)."""
     reward: RewardConfig = RewardConfig()
+    """The rule-based reward: format penalty, answer metric, tool bonus (spec §5)."""
+
+
+class ToolCallConfig(_Frozen):
+    """How tool calls are read from the model's text (spec §5, §6)."""
+
+    protocol: Literal["tags", "hermes"] = "tags"
+    """``tags``: ARPO's ``<python>…</python>`` / ``<search>…</search>`` protocol (the paper's);
+    ``hermes``: JSON ``<tool_call>{"name": …, "arguments": …}</tool_call>`` blocks, for function-calling models."""
+    tag_arguments: dict[str, str] = Field(default_factory=lambda: {"python": "code", "search": "query"})
+    """Tag protocol: tool tag → the argument its text fills. Reference: python → code, search → query."""
+    max_argument_chars: int = Field(default=32_000, ge=1)
+    """Longest tool-call argument text accepted; a longer one becomes an error the model sees."""
+    max_calls_per_turn: int = Field(default=32, ge=1)
+    """Hermes protocol: most calls read from one turn."""
+    stop_on_call_end: bool = False
+    """Hermes protocol: stop generation at ``</tool_call>`` (one call per turn) instead of letting the model
+    emit several calls before EOS."""
+
+    def make_parser(self) -> ToolCallParser:
+        """The parser this config describes."""
+        from arpo_core.toolcalls import make_parser
+
+        tools = self.tag_arguments if self.protocol == "tags" else None
+        return make_parser(
+            self.protocol,
+            tools,
+            max_argument_chars=self.max_argument_chars,
+            max_calls_per_turn=self.max_calls_per_turn,
+            stop_on_call_end=self.stop_on_call_end,
+        )
 
 
 class ArpoConfig(_Frozen):
     """A whole run. Sections for the runtime and the trainer join as those parts land."""
 
     seed: int = 0
-    """Seed for every random choice of the algorithm (branch draws)."""
+    """Seed for every random choice of the algorithm (branch draws); each group derives its own."""
     algo: AlgoConfig = AlgoConfig()
+    """The algorithm's settings, with the paper's defaults."""
+    tool_calls: ToolCallConfig = ToolCallConfig()
+    """How tool calls are parsed from generated text."""
 
 
 class ConfigError(ValueError):
@@ -196,7 +236,7 @@ def _describe(err: ValidationError, model: type[BaseModel], source: str) -> str:
         valid = ", ".join(sorted(section_model.model_fields)) if section_model is not None else "?"
         return f"unknown option {loc!r}{where}; valid options here are: {valid}."
     msg = first["msg"].removeprefix("Value error, ")
-    if "input" in first and first["type"] != "missing" and loc:
+    if "input" in first and first["type"] != "missing" and loc and not isinstance(first["input"], dict):
         return f"{loc}={first['input']!r}{where} is invalid: {msg}."
     return f"{loc or 'config'}{where} is invalid: {msg}."
 

@@ -23,6 +23,26 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A .toml, .yaml or .json run file.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one option: section.key=value (repeatable).")
+    ] = None,
+) -> None:
+    """Validate a run config and print it in full as YAML, defaults included."""
+    import yaml
+
+    from arpo_core.config import ConfigError, load_config
+
+    try:
+        resolved = load_config(config, overrides or ())
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
 @app.command()
 def demo(
     prompts: Annotated[int, typer.Option(min=1, help="Prompt groups to expand for each algorithm.")] = 32,
