@@ -33,10 +33,10 @@ def show_config(
     """Validate a run config and print it in full as YAML, defaults included."""
     import yaml
 
-    from arpo_core.config import ConfigError, load_config
+    from arpo_core.config import ArpoConfig, ConfigError, load_config
 
     try:
-        resolved = load_config(config, overrides or ())
+        resolved: ArpoConfig = load_config(config, overrides or ())
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
