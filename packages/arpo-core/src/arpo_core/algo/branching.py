@@ -35,8 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-import numpy as np
-
 from arpo_core.algo.aepo import consecutive_branch_factor, dynamic_global_samples
 from arpo_core.config import BranchingConfig
 
@@ -288,4 +286,7 @@ class BranchScheduler:
         return slot
 
     def _draw(self, lineage: tuple[int, ...], tool_step: int) -> float:
-        return float(np.random.default_rng([self.seed, *lineage, tool_step]).random())
+        """A uniform number in [0, 1) that depends only on (seed, lineage, tool step): 53 bits of a keyed hash."""
+        key = ",".join(map(str, (self.seed, *lineage, tool_step))).encode()
+        bits = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 11
+        return bits / float(1 << 53)

@@ -97,6 +97,12 @@ def pad_topk(topk_logprobs: Sequence[Sequence[float]] | ArrayLike) -> NDArray[np
         if arr.size == 0:
             return np.zeros((len(arr), 0), dtype=np.float64)
         return arr.reshape(len(arr), -1)
+    try:  # the common case: every position has the same k (one C-level conversion)
+        dense = np.array(topk_logprobs, dtype=np.float64)
+    except ValueError:
+        dense = None
+    if dense is not None and dense.ndim == 2:
+        return dense
     rows = [np.asarray(row, dtype=np.float64).ravel() for row in topk_logprobs]  # type: ignore[union-attr]
     width = max((row.size for row in rows), default=0)
     out = np.full((len(rows), width), -np.inf, dtype=np.float64)
