@@ -10,16 +10,19 @@ rewards, advantages and branching have something to act on.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from arpo_core.algo.branching import TrajectorySlot
+from arpo_core.runtime.tools import ToolResult, ToolSpec
 from arpo_core.simulation import GeneratedSegment
 from arpo_core.tree import ToolCallInfo
 
-__all__ = ["ScriptedPolicy", "echo_tool"]
+__all__ = ["FakeToolClient", "ScriptedPolicy", "echo_tool"]
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -97,3 +100,36 @@ class ScriptedPolicy:
 def echo_tool(call: ToolCallInfo) -> str:
     """A tool that answers with its arguments, for tests."""
     return f"{call.name}: {dict(call.arguments)}"
+
+
+ToolHandler = Callable[[Mapping[str, Any]], "str | Awaitable[str]"]
+
+
+@dataclass
+class FakeToolClient:
+    """An in-memory ``ToolClient``: each tool is a plain or async function of its arguments returning text.
+
+    A handler's exception becomes an error result, as a real client turns tool failures into text; ``calls``
+    records every call in order, for assertions.
+    """
+
+    handlers: dict[str, ToolHandler]
+    descriptions: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def list_tools(self) -> list[ToolSpec]:
+        return [ToolSpec(name, self.descriptions.get(name, name)) for name in self.handlers]
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any], *, timeout: float | None = None) -> ToolResult:
+        self.calls.append((name, dict(arguments)))
+        start = time.perf_counter()
+        handler = self.handlers.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            return ToolResult(f"Unknown tool {name!r}; available tools: {known}.", is_error=True)
+        try:
+            out = handler(arguments)
+            text = await out if not isinstance(out, str) else out
+        except Exception as err:  # the fake mirrors the contract: a tool's failure is text, not an exception
+            return ToolResult(f"{type(err).__name__}: {err}", is_error=True, latency_s=time.perf_counter() - start)
+        return ToolResult(text, latency_s=time.perf_counter() - start)
