@@ -16,3 +16,9 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the paper's data folder {SHARED_DATA} is absent (it sits beside the repository root)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio through anyio's pytest plugin (``@pytest.mark.anyio``)."""
+    return "asyncio"

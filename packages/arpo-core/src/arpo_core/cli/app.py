@@ -109,5 +109,37 @@ def demo(
     console.print(f"\nARPO rollout trees written to {path} (one group per line; `RolloutTree.loads` reads them).")
 
 
+# Sub-commands other packages add through the `arpo.cli` entry-point group, and where to get the known ones.
+_KNOWN_PLUGINS = {"tools": "arpo-tools"}
+
+
+def _add_plugins() -> None:
+    from importlib.metadata import entry_points
+
+    found = set()
+    for ep in entry_points(group="arpo.cli"):
+        try:
+            sub = ep.load()
+        except Exception as err:  # a broken plugin must not take the whole CLI down
+            message = f"the `arpo {ep.name}` command failed to load ({type(err).__name__}: {err})."
+            _add_missing(ep.name, message)
+            continue
+        app.add_typer(sub, name=ep.name)
+        found.add(ep.name)
+    for name, package in _KNOWN_PLUGINS.items():
+        if name not in found:
+            _add_missing(name, f"`arpo {name}` needs the {package} package: pip install {package}")
+
+
+def _add_missing(name: str, message: str) -> None:
+    @app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def missing() -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+
+_add_plugins()
+
+
 def main() -> None:
     app()
