@@ -74,7 +74,12 @@ def serve(
     servers = tool_servers()
     if name not in servers:
         raise _fail(f"no tool server named {name!r}; installed: {', '.join(sorted(servers)) or 'none'}.")
-    build = servers[name].load()
+    try:
+        build = servers[name].load()
+    except Exception as err:
+        raise _fail(
+            f"tool server {name!r} failed to load ({type(err).__name__}: {err}); reinstall its package."
+        ) from None
     model = _config_model(build)
     fields: dict[str, Any] = {}
     for item in option or ():
