@@ -12,9 +12,12 @@ import sys
 import typing
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from arpo_tools.client import MCPToolClient
 
 app = typer.Typer(name="tools", help="Serve arpo's MCP tools; list and call the tools of an mcpServers config.")
 
@@ -104,7 +107,7 @@ def serve(
         raise _fail(str(err)) from None
 
 
-def _load(config: Path | None) -> Any:
+def _load(config: Path | None) -> MCPToolClient:
     from arpo_tools.client import MCPToolClient
     from arpo_tools.mcp_config import MCPConfigError, load_mcp_config, parse_mcp_config
 
