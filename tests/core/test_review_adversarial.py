@@ -256,7 +256,9 @@ class FixedPolicy:
     def encode(self, text: str) -> list[int]:
         return [7] * (self.result_tokens - 1) + [RESULT]
 
-    def generate(self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot) -> GeneratedSegment:
+    def generate(
+        self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot, seed: int
+    ) -> GeneratedSegment:
         self.calls.append((trajectory.index, max_tokens, tuple(context)))
         step = sum(1 for t in context if t == RESULT)
         n = self.seg_tokens if step == 0 or self.after_tool_tokens is None else self.after_tool_tokens

@@ -40,7 +40,9 @@ class StepPolicy:
     def encode(self, text: str) -> list[int]:
         return [7, RESULT]
 
-    def generate(self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot) -> GeneratedSegment:
+    def generate(
+        self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot, seed: int
+    ) -> GeneratedSegment:
         step = sum(1 for t in context if t == RESULT)
         k = self.K[min(step, 3)]
         top = tuple([math.log(1 / k)] * k)
@@ -164,5 +166,5 @@ def test_scripted_policy_entropy_rises_after_tool_results() -> None:
 
 def test_policy_protocol_is_satisfied_by_the_shipped_fake() -> None:
     p = ScriptedPolicy()
-    seg = p.generate([1, 2, 3], 50, TrajectorySlot(0, Origin.GLOBAL, 0))
+    seg = p.generate([1, 2, 3], 50, TrajectorySlot(0, Origin.GLOBAL, 0), seed=5)
     assert seg.top_logprobs is not None and len(seg.top_logprobs) == len(seg.token_ids)

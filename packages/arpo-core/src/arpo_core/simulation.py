@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from arpo_core.algo.branching import BranchDecision, BranchScheduler, Origin, TrajectorySlot
+from arpo_core.algo.branching import BranchDecision, BranchScheduler, Origin, TrajectorySlot, request_seed
 from arpo_core.algo.entropy_monitor import EntropyMonitor
 from arpo_core.tree import RolloutTree, SegmentKind, ToolCallInfo
 
@@ -45,7 +45,9 @@ class GeneratedSegment:
 class SyncPolicy(Protocol):
     """A synchronous stand-in for an inference server (tests, demos, the reference expansion)."""
 
-    def generate(self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot) -> GeneratedSegment: ...
+    def generate(
+        self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot, seed: int
+    ) -> GeneratedSegment: ...
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -94,7 +96,7 @@ def expand_group(
         first = True
         while True:
             context = [t for seg in tree.path(node) for t in seg.token_ids]
-            gen = policy.generate(context, max_response_tokens - used, slot)
+            gen = policy.generate(context, max_response_tokens - used, slot, request_seed(scheduler.seed, slot.lineage))
             seg = tree.add_segment(
                 node,
                 SegmentKind.GENERATED,

@@ -68,10 +68,17 @@ class ScriptedPolicy:
         logp = np.log(probs)
         return int(ids[rank]), float(logp[rank]), tuple(float(x) for x in logp)
 
-    def generate(self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot) -> GeneratedSegment:
+    def generate(
+        self, context: Sequence[int], max_tokens: int, trajectory: TrajectorySlot, seed: int
+    ) -> GeneratedSegment:
+        """``SyncPolicy``: the trajectory is not needed, the request seed keys the draws."""
+        return self.sample(context, max_tokens, seed)
+
+    def sample(self, context: Sequence[int], max_tokens: int, seed: int | None) -> GeneratedSegment:
+        """One segment after ``context``, a deterministic function of (policy seed, context, request seed)."""
         calls_made = sum(1 for t in context if t == self.result_marker)
         after_tool = bool(context) and context[-1] == self.result_marker
-        rng = _rng(self.seed, tuple(context), trajectory.index)
+        rng = _rng(self.seed, tuple(context), seed)
         lo, hi = self.segment_tokens
         n = min(int(rng.integers(lo, hi + 1)), max(max_tokens, 0))
         ids: list[int] = []

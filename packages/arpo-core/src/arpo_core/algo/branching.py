@@ -38,7 +38,7 @@ from enum import Enum
 from arpo_core.algo.aepo import consecutive_branch_factor, dynamic_global_samples
 from arpo_core.config import BranchingConfig
 
-__all__ = ["BranchDecision", "BranchScheduler", "Origin", "TrajectorySlot", "group_seed"]
+__all__ = ["BranchDecision", "BranchScheduler", "Origin", "TrajectorySlot", "group_seed", "request_seed"]
 
 
 class Origin(str, Enum):
@@ -96,6 +96,16 @@ def group_seed(run_seed: int, group_key: str | int) -> int:
     """A per-group seed from the run's seed and a stable group key, so groups draw independent numbers."""
     digest = hashlib.blake2b(f"{run_seed}\x00{group_key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def request_seed(group_seed_value: int, lineage: tuple[int, ...]) -> int:
+    """The sampling seed for every generation request of one trajectory (a 31-bit int, as servers accept).
+
+    Keyed by the group's seed and the trajectory's lineage, so a run is reproducible whatever order its
+    requests are served in, and two trajectories never share a seed (they would sample the same tokens).
+    """
+    key = ",".join(map(str, (group_seed_value, *lineage))).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & 0x7FFFFFFF
 
 
 @dataclass
