@@ -33,6 +33,7 @@ __all__ = [
     "ConfigError",
     "EntropyConfig",
     "RewardConfig",
+    "RolloutConfig",
     "ToolCallConfig",
     "load_config",
     "validate_config",
@@ -167,6 +168,31 @@ class ToolCallConfig(_Frozen):
         )
 
 
+class RolloutConfig(_Frozen):
+    """How trajectories are generated (spec §2 limits, §4 sampling) and how much runs at once."""
+
+    max_response_tokens: int = Field(default=4096, ge=1)
+    """Token budget of a whole response, tool results included. Paper: 4096 (7B reasoning), 10000 (deep search)."""
+    max_segment_tokens: int | None = Field(default=None, ge=1)
+    """Cap on one generation call; None: whatever is left of the response budget."""
+    temperature: float = Field(default=1.0, ge=0.0)
+    """Sampling temperature. Paper: 1.0 in training (0 for validation)."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Nucleus sampling. Paper: 1.0."""
+    seeded_requests: bool = True
+    """Send each request a seed derived from the run seed and the trajectory's lineage: reproducible rollouts."""
+    max_inflight_requests: int = Field(default=256, ge=1)
+    """Generation requests in flight at once, over all groups and servers."""
+    max_inflight_tools: int = Field(default=64, ge=1)
+    """Tool calls in flight at once, over all groups."""
+    max_groups_in_flight: int = Field(default=32, ge=1)
+    """Prompt groups being expanded at once."""
+    tool_timeout: float = Field(default=120.0, gt=0)
+    """Seconds a tool call may take. Reference: 120 s for Python."""
+    group_retries: int = Field(default=2, ge=0)
+    """Times a group is restarted on another server after its server failed."""
+
+
 class ArpoConfig(_Frozen):
     """A whole run. Sections for the runtime and the trainer join as those parts land."""
 
@@ -176,6 +202,8 @@ class ArpoConfig(_Frozen):
     """The algorithm's settings, with the paper's defaults."""
     tool_calls: ToolCallConfig = ToolCallConfig()
     """How tool calls are parsed from generated text."""
+    rollout: RolloutConfig = RolloutConfig()
+    """Generation limits, sampling and concurrency of the rollout engine."""
 
 
 class ConfigError(ValueError):

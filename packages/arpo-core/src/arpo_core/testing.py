@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from arpo_core.algo.branching import TrajectorySlot
+from arpo_core.runtime.inference import Completion, SamplingParams
 from arpo_core.runtime.tools import ToolResult, ToolSpec
 from arpo_core.simulation import GeneratedSegment
 from arpo_core.tree import ToolCallInfo
 
-__all__ = ["FakeToolClient", "ScriptedPolicy", "echo_tool"]
+__all__ = ["FakeToolClient", "PolicyInferenceClient", "PolicyTokenizer", "ScriptedPolicy", "echo_tool"]
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -140,3 +141,52 @@ class FakeToolClient:
         except Exception as err:  # the fake mirrors the contract: a tool's failure is text, not an exception
             return ToolResult(f"{type(err).__name__}: {err}", is_error=True, latency_s=time.perf_counter() - start)
         return ToolResult(text, latency_s=time.perf_counter() - start)
+
+
+@dataclass
+class PolicyInferenceClient:
+    """An ``InferenceClient`` over a ``ScriptedPolicy``: no server, optional fixed latency per request.
+
+    The request's seed keys the policy's draws, so results do not depend on the order requests are served in.
+    ``fail_after`` makes every request after that many raise, to test the engine's server failover.
+    """
+
+    policy: ScriptedPolicy
+    latency_s: float = 0.0
+    name: str = "scripted"
+    fail_after: int | None = None
+    requests: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+    async def complete(self, prompt_token_ids: Sequence[int], params: SamplingParams) -> Completion:
+        import anyio
+
+        from arpo_core.runtime.inference import InferenceError
+
+        self.requests += 1
+        if self.fail_after is not None and self.requests > self.fail_after:
+            raise InferenceError(f"server {self.name!r} is down (test double)")
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                await anyio.sleep(self.latency_s)
+            seg = self.policy.sample(prompt_token_ids, params.max_tokens, params.seed)
+        finally:
+            self.in_flight -= 1
+        stop = next((s for s in params.stop if seg.text.endswith(s)), None)
+        return Completion(seg.token_ids, seg.text, seg.logprobs, seg.top_logprobs, seg.finish_reason, stop)
+
+
+@dataclass(frozen=True)
+class PolicyTokenizer:
+    """The ``Tokenizer`` of a ``ScriptedPolicy`` (tool results end with its result marker)."""
+
+    policy: ScriptedPolicy
+
+    async def encode(self, text: str) -> list[int]:
+        return self.policy.encode(text)
+
+    async def decode(self, token_ids: Sequence[int]) -> str:
+        return "".join(chr(t) for t in token_ids)

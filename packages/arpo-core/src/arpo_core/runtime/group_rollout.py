@@ -1,0 +1,205 @@
+"""Asynchronous expansion of one prompt group into an ARPO rollout tree.
+
+The same algorithm as ``arpo_core.simulation.expand_group`` — that synchronous version is its specification and
+a test checks both give the same tree — with every trajectory of the group running as its own task:
+
+    generate segment (token ids in, sampled ids out)
+      → first segment of a root: record H_initial
+      → segment right after tool result t: ΔH_t from *this* segment → decide → branches start at once,
+        restarting from the post-result prefix (no lag), and share the group's server (its prefix cache)
+      → parse the tool call (tag or JSON protocol); a malformed call becomes an error result the model sees
+      → calls < call_limit: run the tool(s), append the result tokens (loss mask 0), continue
+        calls = call_limit: end ("call_limit");  no call: end (answer, EOS, max tokens)
+    when nothing left can branch and the group has fewer than M, fill with fresh global samples.
+
+The scheduler and monitor are synchronous and touched only between awaits of one event loop, so they need no
+lock. Limits (requests, tool calls) are the engine's ``CapacityLimiter``s, shared by all groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from arpo_core.algo.branching import BranchDecision, BranchScheduler, Origin, TrajectorySlot, request_seed
+from arpo_core.algo.entropy_monitor import EntropyMonitor
+from arpo_core.config import RolloutConfig
+from arpo_core.runtime.inference import InferenceClient, SamplingParams, Tokenizer
+from arpo_core.runtime.tools import ToolClient
+from arpo_core.toolcalls import ToolCallParser
+from arpo_core.tree import RolloutTree, SegmentKind, ToolCallInfo
+
+__all__ = ["GroupResult", "Limits", "expand_group_async"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Capacity shared by every group of an engine."""
+
+    requests: anyio.CapacityLimiter
+    tools: anyio.CapacityLimiter
+
+    @classmethod
+    def from_config(cls, config: RolloutConfig) -> Limits:
+        return cls(
+            anyio.CapacityLimiter(config.max_inflight_requests), anyio.CapacityLimiter(config.max_inflight_tools)
+        )
+
+
+@dataclass
+class GroupResult:
+    """A finished group and what happened while expanding it."""
+
+    tree: RolloutTree
+    decisions: list[BranchDecision] = field(default_factory=list)
+    tool_calls: int = 0
+    requests: int = 0
+    server: str = ""
+
+
+async def expand_group_async(
+    group_id: str,
+    prompt_token_ids: Sequence[int],
+    *,
+    client: InferenceClient,
+    tokenizer: Tokenizer,
+    tools: ToolClient,
+    parser: ToolCallParser,
+    scheduler: BranchScheduler,
+    monitor: EntropyMonitor,
+    config: RolloutConfig,
+    limits: Limits,
+    top_logprobs: int | None = 10,
+    metadata: Mapping[str, Any] | None = None,
+) -> GroupResult:
+    """Expand one group; returns when all M trajectories have ended. Inference errors propagate (the engine
+    retries the whole group elsewhere); tool failures never do (they are results the model sees)."""
+    tree = RolloutTree(group_id, prompt_token_ids, metadata=metadata)
+    out = GroupResult(tree, server=client.name)
+    budget = config.max_response_tokens
+    call_limit = scheduler.config.call_limit
+
+    async def run(slot: TrajectorySlot, node: int, calls: int, used: int, tg: anyio.abc.TaskGroup) -> None:
+        is_root = slot.origin is not Origin.BRANCH
+        first = True
+        seed = request_seed(scheduler.seed, slot.lineage) if config.seeded_requests else None
+        while True:
+            context = [t for seg in tree.path(node) for t in seg.token_ids]
+            max_tokens = budget - used
+            if config.max_segment_tokens is not None:
+                max_tokens = min(max_tokens, config.max_segment_tokens)
+            params = SamplingParams(
+                max_tokens=max_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                stop=parser.stop_sequences,
+                logprobs=top_logprobs,
+                seed=seed,
+            )
+            async with limits.requests:
+                completion = await client.complete(context, params)
+            out.requests += 1
+            turn = parser.parse(
+                completion.text, stop=completion.stop_reason if isinstance(completion.stop_reason, str) else None
+            )
+            calls_info = tuple(ToolCallInfo(c.name, dict(c.arguments), c.call_id) for c in turn.calls) + tuple(
+                ToolCallInfo("", {}, None, e.message) for e in turn.errors
+            )
+            seg = tree.add_segment(
+                node,
+                SegmentKind.GENERATED,
+                completion.token_ids,
+                logprobs=completion.logprobs,
+                top_logprobs=completion.top_logprobs,
+                policy_version=completion.policy_version,
+                text=completion.text,
+                tool_calls=calls_info,
+                finish_reason=completion.finish_reason,
+                entropy=None if completion.top_logprobs is None else monitor.measure(completion.top_logprobs),
+            )
+            used += len(completion.token_ids)
+            window = _window(seg.entropy, scheduler)
+            if first and is_root:
+                monitor.record_initial(slot.root, window)
+            elif not first:
+                decision = scheduler.decide(slot.index, calls, monitor.delta(slot.root, window))
+                out.decisions.append(decision)
+                for child in decision.children:
+                    tg.start_soon(run, child, node, calls, used - len(completion.token_ids), tg)
+                _launch_fills(tg)
+            first = False
+            if not turn.has_calls or completion.finish_reason == "length":
+                _end(slot, seg.node_id, completion.finish_reason, tg)
+                return
+            if calls >= call_limit:
+                _end(slot, seg.node_id, "call_limit", tg)
+                return
+            if used >= budget:
+                _end(slot, seg.node_id, "length", tg)
+                return
+            texts = await _run_tools(turn, tools, limits, config.tool_timeout)
+            out.tool_calls += len(turn.calls)
+            result_text = "".join(parser.format_result(t) for t in texts)
+            full = await tokenizer.encode(result_text)
+            ids = full[: budget - used]
+            meta = {"truncated_from_tokens": len(full)} if len(ids) < len(full) else {}
+            tool_seg = tree.add_segment(seg.node_id, SegmentKind.TOOL, ids, text=result_text, meta=meta)
+            calls += 1
+            used += len(ids)
+            node = tool_seg.node_id
+            if used >= budget:
+                _end(slot, node, "length", tg)
+                return
+
+    def _end(slot: TrajectorySlot, leaf: int, reason: str, tg: anyio.abc.TaskGroup) -> None:
+        tree.end_trajectory(
+            slot.index,
+            leaf,
+            origin=slot.origin.value,
+            root=slot.root,
+            parent=slot.parent,
+            branch_step=slot.branch_step,
+            finish_reason=reason,
+        )
+        scheduler.finish(slot.index)
+        _launch_fills(tg)
+
+    def _launch_fills(tg: anyio.abc.TaskGroup) -> None:
+        for fill in scheduler.fill():
+            tg.start_soon(run, fill, 0, 0, 0, tg)
+
+    async with anyio.create_task_group() as tg:
+        for slot in scheduler.start():
+            tg.start_soon(run, slot, 0, 0, 0, tg)
+    tree.validate()
+    return out
+
+
+async def _run_tools(turn: Any, tools: ToolClient, limits: Limits, timeout: float) -> list[str]:
+    """Each call's result text (calls of one turn run concurrently), then each parse error's message."""
+    results: list[str] = [""] * len(turn.calls)
+
+    async def one(i: int, name: str, arguments: Mapping[str, Any]) -> None:
+        async with limits.tools:
+            result = await tools.call_tool(name, arguments, timeout=timeout)
+        results[i] = result.text
+
+    async with anyio.create_task_group() as tg:
+        for i, call in enumerate(turn.calls):
+            tg.start_soon(one, i, call.name, call.arguments)
+    return results + [e.message for e in turn.errors]
+
+
+def _window(entropy: float | None, scheduler: BranchScheduler) -> float:
+    if entropy is not None:
+        return entropy
+    if scheduler.branch_budget > 0:
+        raise ValueError(
+            "the server returned no top-k logprobs, which ARPO's branching needs; request logprobs "
+            "(rollout logprobs ≥ 1) or set global_samples equal to budget for GRPO sampling."
+        )
+    return 0.0
