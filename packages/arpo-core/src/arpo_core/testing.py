@@ -162,11 +162,11 @@ class PolicyInferenceClient:
     async def complete(self, prompt_token_ids: Sequence[int], params: SamplingParams) -> Completion:
         import anyio
 
-        from arpo_core.runtime.inference import InferenceError
+        from arpo_core.runtime.openai_client import ServerUnavailableError
 
         self.requests += 1
         if self.fail_after is not None and self.requests > self.fail_after:
-            raise InferenceError(f"server {self.name!r} is down (test double)")
+            raise ServerUnavailableError(f"server {self.name!r} is down (test double)")
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

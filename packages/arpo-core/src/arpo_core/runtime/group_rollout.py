@@ -33,7 +33,7 @@ from arpo_core.runtime.tools import ToolClient
 from arpo_core.toolcalls import ToolCallParser
 from arpo_core.tree import RolloutTree, SegmentKind, ToolCallInfo
 
-__all__ = ["GroupResult", "Limits", "expand_group_async"]
+__all__ = ["GroupResult", "Limits", "expand_group_async", "first_leaf"]
 
 
 @dataclass(frozen=True)
@@ -172,11 +172,23 @@ async def expand_group_async(
         for fill in scheduler.fill():
             tg.start_soon(run, fill, 0, 0, 0, tg)
 
-    async with anyio.create_task_group() as tg:
-        for slot in scheduler.start():
-            tg.start_soon(run, slot, 0, 0, 0, tg)
+    try:
+        async with anyio.create_task_group() as tg:
+            for slot in scheduler.start():
+                tg.start_soon(run, slot, 0, 0, 0, tg)
+    except Exception as err:  # one trajectory failed, the others were cancelled: raise its error itself
+        raise first_leaf(err) from None
     tree.validate()
     return out
+
+
+def first_leaf(err: BaseException) -> BaseException:
+    """The first non-group exception inside (possibly nested) exception groups."""
+    inner = getattr(err, "exceptions", None)
+    while isinstance(inner, (list, tuple)) and inner:
+        err = inner[0]
+        inner = getattr(err, "exceptions", None)
+    return err
 
 
 async def _run_tools(turn: Any, tools: ToolClient, limits: Limits, timeout: float) -> list[str]:
