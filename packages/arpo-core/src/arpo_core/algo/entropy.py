@@ -113,9 +113,9 @@ def pad_topk(topk_logprobs: Sequence[Sequence[float]] | ArrayLike) -> NDArray[np
 
 def _topk_probs(topk_logprobs: Sequence[Sequence[float]] | ArrayLike) -> tuple[NDArray[np.float64], ...]:
     logp = pad_topk(topk_logprobs)  # (T, k)
-    if np.any(np.isnan(logp)):
-        raise ValueError("a top-k logprob is NaN; the server returned a broken distribution for this segment.")
-    if np.any(logp > 1e-6):
+    if not bool(np.all(logp <= 1e-6)):  # one pass catches both NaN and positive values
+        if np.any(np.isnan(logp)):
+            raise ValueError("a top-k logprob is NaN; the server returned a broken distribution for this segment.")
         bad = float(logp[logp > 1e-6][0])
         raise ValueError(f"a top-k logprob of {bad} is positive; pass log-probabilities (≤ 0), not probabilities.")
     logp = np.minimum(logp, 0.0)

@@ -53,12 +53,15 @@ class RolloutTree:
                 f"a tool result must follow the generated segment that called the tool; node {parent_id} is a "
                 f"{self._segments[parent_id].kind.value} segment."
             )
-        for key in ("logprobs",):
-            if fields.get(key) is not None:
-                fields[key] = tuple(float(x) for x in fields[key])
-        if fields.get("top_logprobs") is not None:
-            fields["top_logprobs"] = tuple(tuple(float(x) for x in row) for row in fields["top_logprobs"])
-        segment = Segment(len(self._segments), parent_id, kind, tuple(int(t) for t in token_ids), **fields)
+        logprobs = fields.get("logprobs")
+        if logprobs is not None and not isinstance(logprobs, tuple):
+            fields["logprobs"] = tuple(float(x) for x in logprobs)
+        top = fields.get("top_logprobs")
+        if top is not None and not (isinstance(top, tuple) and all(isinstance(row, tuple) for row in top)):
+            fields["top_logprobs"] = tuple(tuple(float(x) for x in row) for row in top)
+        if not isinstance(token_ids, tuple):
+            token_ids = tuple(int(t) for t in token_ids)
+        segment = Segment(len(self._segments), parent_id, kind, token_ids, **fields)
         self._segments.append(segment)
         self._children.append([])
         self._children[parent_id].append(segment.node_id)
