@@ -38,7 +38,7 @@ from arpo_core.runtime.tools import ToolResult, ToolSpec
 from arpo_tools.mcp_config import HttpServerConfig, ServerConfig, StdioServerConfig, load_mcp_config
 from arpo_tools.schemas import ToolCatalog
 
-__all__ = ["MCPToolClient", "ToolServerError"]
+__all__ = ["MCPToolClient", "ToolServerError", "open_tool_client"]
 
 
 class ToolServerError(RuntimeError):
@@ -270,3 +270,17 @@ def _reason(err: BaseException) -> str:
         return "; ".join(_reason(e) for e in inner)
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def open_tool_client(config: str | Path | None = None, **kwargs: Any) -> MCPToolClient:
+    """A client for an ``mcpServers`` file, or for arpo's own tool servers when ``config`` is None.
+
+    Registered in the ``arpo.toolclient`` entry-point group, so arpo-core's commands can open tools without
+    importing this package. Enter the result with ``async with``.
+    """
+    if config is not None:
+        return MCPToolClient.from_file(config, **kwargs)
+    from arpo_tools.cli import builtin_mcp_config
+    from arpo_tools.mcp_config import parse_mcp_config
+
+    return MCPToolClient(parse_mcp_config(builtin_mcp_config()), **kwargs)

@@ -109,6 +109,10 @@ def demo(
     console.print(f"\nARPO rollout trees written to {path} (one group per line; `RolloutTree.loads` reads them).")
 
 
+from arpo_core.cli.eval_cmd import eval_command  # noqa: E402 - typer wiring after the app exists
+
+app.command("eval")(eval_command)
+
 # Sub-commands other packages add through the `arpo.cli` entry-point group, and where to get the known ones.
 _KNOWN_PLUGINS = {"tools": "arpo-tools"}
 
