@@ -110,8 +110,10 @@ def demo(
 
 
 from arpo_core.cli.eval_cmd import eval_command  # noqa: E402 - typer wiring after the app exists
+from arpo_core.cli.rollout_cmd import rollout_command  # noqa: E402
 
 app.command("eval")(eval_command)
+app.command("rollout")(rollout_command)
 
 # Sub-commands other packages add through the `arpo.cli` entry-point group, and where to get the known ones.
 _KNOWN_PLUGINS = {"tools": "arpo-tools"}
