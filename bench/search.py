@@ -50,12 +50,13 @@ def generate_corpus(passages: int, seed: int = 0, vocabulary: int = 60_000) -> l
     weights = 1.0 / ranks**1.07
     lengths = rng.integers(30, 121, passages)
     drawn = rng.choice(vocabulary, size=int(lengths.sum()), p=weights / weights.sum())
+    titles = rng.integers(len(STOPWORDS), vocabulary, (passages, 3))
     rows = []
     start = 0
     for i, length in enumerate(lengths):
-        text = " ".join(words[w] for w in drawn[start : start + length])
+        text = " ".join([words[w] for w in drawn[start : start + length]])
         start += int(length)
-        title = " ".join(words[w].capitalize() for w in rng.choice(np.arange(150, vocabulary), 3))
+        title = " ".join([words[w].capitalize() for w in titles[i]])
         rows.append({"id": f"p{i}", "title": title, "text": text + "."})
     return rows
 

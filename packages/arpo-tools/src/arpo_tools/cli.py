@@ -8,6 +8,7 @@ Imports of the MCP SDK happen inside the commands, so ``arpo --help`` stays fast
 from __future__ import annotations
 
 import json
+import os
 import sys
 import typing
 from importlib.metadata import entry_points
@@ -29,9 +30,10 @@ def tool_servers() -> dict[str, Any]:
 
 def builtin_mcp_config() -> dict[str, Any]:
     """An ``mcpServers`` block running every installed arpo tool server over stdio with this interpreter."""
+    passed = {k: v for k, v in os.environ.items() if k.startswith("ARPO_")}  # cache dirs, tokens: not secrets
     return {
         "mcpServers": {
-            name: {"command": sys.executable, "args": ["-m", "arpo_tools.cli", "serve", name]}
+            name: {"command": sys.executable, "args": ["-m", "arpo_tools.cli", "serve", name], "env": passed}
             for name in sorted(tool_servers())
         }
     }
@@ -102,7 +104,11 @@ def serve(
     if transport not in ("stdio", "http"):
         raise _fail(f"--transport {transport!r} is not one of stdio or http.")
     try:
-        run(build(config), transport, host=host, port=port, token=token, allowed_hosts=allowed_host or ())  # type: ignore[arg-type]
+        server = build(config)
+    except Exception as err:  # a bad corpus, an unwritable cache, a missing sandbox primitive, ...
+        raise _fail(f"the {name} server could not start: {err}") from None
+    try:
+        run(server, transport, host=host, port=port, token=token, allowed_hosts=allowed_host or ())  # type: ignore[arg-type]
     except ServingError as err:
         raise _fail(str(err)) from None
 
