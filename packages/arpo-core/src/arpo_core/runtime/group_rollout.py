@@ -84,12 +84,17 @@ async def expand_group_async(
     budget = config.max_response_tokens
     call_limit = scheduler.config.call_limit
 
-    async def run(slot: TrajectorySlot, node: int, calls: int, used: int, tg: anyio.abc.TaskGroup) -> None:
+    prompt = list(tree.prompt.token_ids)
+
+    async def run(
+        slot: TrajectorySlot, node: int, context: list[int], calls: int, used: int, tg: anyio.abc.TaskGroup
+    ) -> None:
+        """One trajectory. ``context`` is this task's own list of the ids up to ``node`` (prompt included),
+        extended in place as segments arrive; a branch gets a copy of its parent's at the branch point."""
         is_root = slot.origin is not Origin.BRANCH
         first = True
         seed = request_seed(scheduler.seed, slot.lineage) if config.seeded_requests else None
         while True:
-            context = [t for seg in tree.path(node) for t in seg.token_ids]
             max_tokens = budget - used
             if config.max_segment_tokens is not None:
                 max_tokens = min(max_tokens, config.max_segment_tokens)
@@ -129,10 +134,13 @@ async def expand_group_async(
             elif not first:
                 decision = scheduler.decide(slot.index, calls, monitor.delta(slot.root, window))
                 out.decisions.append(decision)
-                for child in decision.children:
-                    tg.start_soon(run, child, node, calls, used - len(completion.token_ids), tg)
+                if decision.children:
+                    # `context` still ends at tool result `calls`: this segment is added below, after the copies
+                    for child in decision.children:
+                        tg.start_soon(run, child, node, list(context), calls, used - len(completion.token_ids), tg)
                 _launch_fills(tg)
             first = False
+            context.extend(completion.token_ids)
             if not turn.has_calls or completion.finish_reason == "length":
                 _end(slot, seg.node_id, completion.finish_reason, tg)
                 return
@@ -151,6 +159,7 @@ async def expand_group_async(
             tool_seg = tree.add_segment(seg.node_id, SegmentKind.TOOL, ids, text=result_text, meta=meta)
             calls += 1
             used += len(ids)
+            context.extend(ids)
             node = tool_seg.node_id
             if used >= budget:
                 _end(slot, node, "length", tg)
@@ -171,12 +180,12 @@ async def expand_group_async(
 
     def _launch_fills(tg: anyio.abc.TaskGroup) -> None:
         for fill in scheduler.fill():
-            tg.start_soon(run, fill, 0, 0, 0, tg)
+            tg.start_soon(run, fill, 0, list(prompt), 0, 0, tg)
 
     try:
         async with anyio.create_task_group() as tg:
             for slot in scheduler.start():
-                tg.start_soon(run, slot, 0, 0, 0, tg)
+                tg.start_soon(run, slot, 0, list(prompt), 0, 0, tg)
     except Exception as err:  # one trajectory failed, the others were cancelled: raise its error itself
         raise first_leaf(err) from None
     tree.validate()

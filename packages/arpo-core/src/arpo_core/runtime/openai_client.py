@@ -89,7 +89,7 @@ class OpenAITokenClient:
             extra["top_k"] = params.top_k
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": [int(t) for t in prompt_token_ids],
+            "prompt": list(prompt_token_ids),
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
