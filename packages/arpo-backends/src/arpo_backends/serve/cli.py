@@ -1,0 +1,94 @@
+"""``arpo serve`` / ``python -m arpo_backends.serve``: the CPU inference server on uvicorn.
+
+Options are named as vLLM's ``vllm serve`` where one exists (``--served-model-name``, ``--max-model-len``,
+``--max-num-seqs``, ``--dtype``). Importing this module is cheap (torch and transformers load when it runs), so the
+``arpo`` command can register it without slowing every other sub-command.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+__all__ = ["app", "main", "serve"]
+
+app = typer.Typer(
+    add_completion=False,
+    help="Serve a causal LM on CPU with vLLM's OpenAI-compatible API (token ids, logprobs, weight reload).",
+)
+
+
+def serve(
+    model: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    served_model_names: list[str] | None = None,
+    dtype: str = "float32",
+    max_model_len: int | None = None,
+    max_num_seqs: int = 32,
+    threads: int | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load ``model`` and serve it until interrupted."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise ImportError(
+            f"The CPU inference server needs the serve extra ({err.name} is missing): "
+            "pip install 'arpo-backends[serve]'"
+        ) from None
+    from arpo_backends.serve.loader import load_engine
+
+    engine, folder = load_engine(model, dtype=dtype, max_model_len=max_model_len, max_batch=max_num_seqs)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    from arpo_backends.serve.app import build_app
+
+    names = served_model_names or [model]
+    uvicorn.run(build_app(engine, names, root=str(folder)), host=host, port=port, log_level=log_level)
+
+
+@app.callback(invoke_without_command=True)
+def serve_command(
+    model: Annotated[
+        str,
+        typer.Option(help="A local Hugging Face folder, 'smollm2-135m-instruct' (the default model) or 'tiny'."),
+    ] = "smollm2-135m-instruct",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    served_model_name: Annotated[
+        list[str] | None, typer.Option(help="Name(s) clients pass as `model` (default: the --model value).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    max_model_len: Annotated[
+        int | None, typer.Option(help="Context length (prompt + completion); default: the model's.")
+    ] = None,
+    max_num_seqs: Annotated[int, typer.Option(help="Most sequences decoded together in one batch.")] = 32,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a causal LM on CPU with vLLM's OpenAI-compatible API (token ids, logprobs, weight reload)."""
+    try:
+        serve(
+            model,
+            host=host,
+            port=port,
+            served_model_names=served_model_name,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            threads=threads,
+            log_level=log_level,
+        )
+    except (ValueError, ImportError) as err:  # unknown model, missing package, bad option: one clear line
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    app(prog_name="arpo serve")

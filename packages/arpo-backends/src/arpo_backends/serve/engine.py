@@ -1,0 +1,232 @@
+"""The batched generation loop: synchronous, one ``step`` at a time, driven by the scheduler in a worker thread.
+
+Mirrors what a vLLM engine step does, in the small: ``step(new)`` runs one decoding step for every active
+sequence (one batched forward over the left-padded batch cache, see ``kv``), then prefills the newly admitted
+sequences (one forward per distinct prompt; the ``n`` choices of a prompt share it) and samples their first token,
+then removes the sequences that finished. Each sequence stops on its own (EOS, ``stop_token_ids``, a stop string,
+``max_tokens``, the context length) and samples with its own parameters and ``torch.Generator``.
+
+Stop semantics are vLLM's: ``token_ids`` always hold every sampled token (the stop string's tokens and the EOS or
+stop token included) and ``logprobs`` align with them; only ``text`` is cut — at the start of a matched stop string,
+or after it with ``include_stop_str_in_output``; the EOS / stop token's own text is left out unless
+``include_stop_str_in_output``. ``stop_reason`` is the matched string or token id, or None (EOS, length).
+
+Deviations: no prefix cache across requests, no chunked prefill, no preemption (admission stops at ``max_batch``).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from arpo_backends.serve.kv import BatchCache, check_supported
+from arpo_backends.serve.sampling import RowParams, sample_step
+
+__all__ = ["Engine", "GenParams", "Sequence", "choice_seed"]
+
+_SEED_STRIDE = 0x9E3779B97F4A7C15  # spreads the n choices of one seeded request over unrelated streams
+
+
+def choice_seed(seed: int | None, index: int) -> int:
+    """The generator seed of choice ``index`` of a request: ``seed`` itself for the first choice."""
+    if seed is None:
+        return random.SystemRandom().getrandbits(63)
+    return (seed + index * _SEED_STRIDE) % (1 << 63)
+
+
+@dataclass(frozen=True, slots=True)
+class GenParams:
+    """One choice's sampling parameters, named as vLLM's ``SamplingParams``."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    logprobs: int | None = None  # top entries to report per token; None: no logprobs at all
+    skip_special_tokens: bool = True
+
+
+@dataclass(eq=False, slots=True)
+class Sequence:
+    """One choice being generated, and, once finished, its result."""
+
+    prompt_ids: list[int]
+    params: GenParams
+    choice_index: int = 0
+    output_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    text: str = ""
+    cancelled: bool = False
+    error: str | None = None
+    weight_version: int = 0
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(choice_seed(self.params.seed, self.choice_index))
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+class Engine:
+    """A causal LM, its tokenizer, and the batch of sequences being decoded."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_model_len: int, max_batch: int = 32) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer  # for the event loop (encoding prompts, building responses)
+        # The engine thread decodes with its own copy: a Rust tokenizer used from two threads at once can fail with
+        # "Already borrowed" when one of them changes its padding/truncation state.
+        self._detokenizer = copy.deepcopy(tokenizer)
+        self.max_model_len = max_model_len
+        self.max_batch = max_batch
+        self.vocab_size = int(model.config.vocab_size)
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.weight_version = 0
+        # transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40)
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.active: list[Sequence] = []
+        self.batch = BatchCache()
+        self.decode_steps = 0  # batched decoding forwards so far
+        self.decoded_tokens = 0  # tokens they produced (decoded_tokens / decode_steps = mean batch size)
+
+    @property
+    def capacity(self) -> int:
+        return max(self.max_batch - len(self.active), 0)
+
+    def reset(self) -> None:
+        """Forget every active sequence (after an error)."""
+        self.active = []
+        self.batch.clear()
+
+    @torch.inference_mode()
+    def step(self, new: list[Sequence]) -> list[Sequence]:
+        """Decode one token for each active sequence, then admit ``new``; return the sequences that finished."""
+        done: list[Sequence] = [s for s in self.active if s.cancelled]
+        if done:
+            self._keep([i for i, s in enumerate(self.active) if not s.cancelled])
+        if self.active:
+            self._decode()
+        self._admit([s for s in new if not s.cancelled])
+        finished = [s for s in self.active if s.finished]
+        if finished:
+            self._keep([i for i, s in enumerate(self.active) if not s.finished])
+        return done + finished
+
+    # ------------------------------------------------------------------ internals
+    def _keep(self, rows: list[int]) -> None:
+        self.active = [self.active[i] for i in rows]
+        self.batch.keep(rows)
+
+    def _decode(self) -> None:
+        mask = self.batch.extend_mask()  # (B, T+1)
+        input_ids = torch.tensor([[s.output_ids[-1]] for s in self.active])  # (B, 1)
+        positions = torch.tensor([[len(s.prompt_ids) + len(s.output_ids) - 1] for s in self.active])  # (B, 1)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_kwarg: self.batch.cache},
+        )
+        self.decode_steps += 1
+        self.decoded_tokens += len(self.active)
+        self._sample(self.active, out.logits[:, -1, :])
+
+    def _admit(self, new: list[Sequence]) -> None:
+        groups: dict[tuple[int, ...], list[Sequence]] = {}
+        for seq in new:
+            groups.setdefault(tuple(seq.prompt_ids), []).append(seq)
+        for prompt, seqs in groups.items():
+            cache = DynamicCache(config=self.model.config)
+            out = self.model(
+                input_ids=torch.tensor([prompt]),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kwarg: cache},
+            )
+            check_supported(cache)
+            for seq in seqs:
+                seq.weight_version = self.weight_version
+            self._sample(seqs, out.logits[:, -1, :].expand(len(seqs), -1))
+            self.active.extend(seqs)
+            self.batch.append(cache, len(seqs))
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
+        rows = [self._row_params(s) for s in seqs]
+        result = sample_step(logits, rows)
+        for i, seq in enumerate(seqs):
+            seq.output_ids.append(result.token_ids[i])
+            if seq.params.logprobs is not None:
+                seq.logprobs.append(result.logprobs[i])
+                seq.top.append(result.top[i])
+            self._check_finished(seq)
+
+    def _row_params(self, seq: Sequence) -> RowParams:
+        p = seq.params
+        banned: tuple[int, ...] = ()
+        if len(seq.output_ids) < p.min_tokens:
+            banned = tuple(p.stop_token_ids) + (() if p.ignore_eos else tuple(self.eos_ids))
+        return RowParams(p.temperature, p.top_p, p.top_k, p.logprobs or 0, seq.generator, banned)
+
+    def _decode_text(self, seq: Sequence, ids: list[int]) -> str:
+        return str(self._detokenizer.decode(ids, skip_special_tokens=seq.params.skip_special_tokens))
+
+    def _check_finished(self, seq: Sequence) -> None:
+        p, ids = seq.params, seq.output_ids
+        token = ids[-1]
+        if not p.ignore_eos and token in self.eos_ids:
+            self._finish(seq, "stop", None, token_stop=True)
+        elif token in p.stop_token_ids:
+            self._finish(seq, "stop", token, token_stop=True)
+        elif p.stop and len(ids) > p.min_tokens and self._match_stop(seq):
+            return
+        elif len(ids) >= p.max_tokens or len(seq.prompt_ids) + len(ids) >= self.max_model_len:
+            self._finish(seq, "length", None)
+
+    def _match_stop(self, seq: Sequence) -> bool:
+        text = self._decode_text(seq, seq.output_ids)
+        best: tuple[int, str] | None = None
+        for stop in seq.params.stop:
+            at = text.find(stop)
+            if at >= 0 and (best is None or at < best[0]):
+                best = (at, stop)
+        if best is None:
+            return False
+        at, stop = best
+        seq.finish_reason, seq.stop_reason = "stop", stop
+        seq.text = text[: at + len(stop)] if seq.params.include_stop_str_in_output else text[:at]
+        return True
+
+    def _finish(self, seq: Sequence, reason: str, stop_reason: int | None, *, token_stop: bool = False) -> None:
+        seq.finish_reason, seq.stop_reason = reason, stop_reason
+        ids = seq.output_ids
+        if token_stop and not seq.params.include_stop_str_in_output:
+            ids = ids[:-1]
+        seq.text = self._decode_text(seq, ids)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
