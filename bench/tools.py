@@ -178,6 +178,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="sequential calls per latency measure")
     parser.add_argument("--concurrent-calls", type=int, default=400, help="calls per throughput measure")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--search", action="store_true", help="also run bench/search.py (BM25 vs rank-bm25, 100k passages, ~1 min)"
+    )
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline()
@@ -187,6 +190,13 @@ def main() -> None:
     rows = anyio.run(python_tool_rows, args.calls, args.concurrent_calls)
     print_table("python tool through MCP over stdio: arpo sandbox vs fresh `python -c` per call (× better)", rows)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    if args.search:
+        import runpy
+        import sys
+
+        print("\nsearch tool: bench/search.py")
+        sys.argv = [sys.argv[0]]
+        runpy.run_path(str(Path(__file__).with_name("search.py")), run_name="__main__")
 
 
 if __name__ == "__main__":
