@@ -39,3 +39,38 @@ def test_token_exact_completion_with_logprobs_and_stop() -> None:
         assert again.token_ids == out.token_ids  # per-request seeds reproduce
 
     anyio.run(main)
+
+
+def test_arpo_group_against_vllm() -> None:
+    from arpo_core.config import load_config
+    from arpo_core.runtime.engine import FinishedGroup, PromptGroup, RolloutEngine
+    from arpo_core.testing import FakeToolClient
+    from arpo_core.toolcalls import TagProtocol
+
+    config = load_config(
+        overrides=["algo.branching.budget=4", "algo.branching.global_samples=2", "rollout.max_response_tokens=128",
+                   "algo.entropy.vocab_size=49152"]
+    )  # fmt: skip
+
+    async def main() -> list[FinishedGroup]:
+        assert URL is not None
+        tokenizer = ServerTokenizer(URL, MODEL)
+        prompt = await tokenizer.encode_chat(
+            [{"role": "user", "content": "Compute 37*48 with python: write <python>print(37*48)</python>."}]
+        )
+        engine = RolloutEngine(
+            [OpenAITokenClient(URL, MODEL)], tokenizer, FakeToolClient({"python": lambda a: "1776"}), TagProtocol(),
+            config, vocab_size=49152,
+        )  # fmt: skip
+        send, receive = anyio.create_memory_object_stream[FinishedGroup](max_buffer_size=2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run, [PromptGroup("g0", tuple(prompt), "1776")], send)
+            async with receive:
+                return [g async for g in receive]
+
+    (group,) = anyio.run(main)
+    group.tree.validate()
+    assert len(group.tree) == 4
+    for traj in group.tree.trajectories():
+        gen = [s for s in traj.segments if s.kind.value == "generated"]
+        assert all(s.logprobs is not None and len(s.logprobs) == len(s.token_ids) for s in gen)
