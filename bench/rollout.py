@@ -9,8 +9,10 @@ the critical path of one trajectory: 5 generations + 4 tool calls. Printed, meas
 * wall ÷ critical path (goal ≤ 1.05): how much the engine's own work and scheduling stretch the run;
 * engine CPU per turn (µs): process CPU time ÷ generation requests, the fakes doing no work of their own.
 
-GRPO sampling (N = M) keeps every trajectory's critical path identical; with ARPO branches a branch starts one
-generation after its parent's decision, so its path is longer by design (reported separately).
+GRPO sampling (N = M) keeps every trajectory's critical path identical. An ARPO branch starts once its parent's
+post-result segment is generated (the decision needs its entropy) and then generates that segment again itself,
+so a branch of depth d (a branch of a branch …) has a critical path d generations longer; the ARPO row divides
+by the deepest chain's path.
 """
 
 from __future__ import annotations
@@ -75,7 +77,19 @@ def make_config(groups: int, m: int, n: int) -> ArpoConfig:
     )
 
 
-async def run_once(groups: int, m: int, n: int, gen_s: float, tool_s: float) -> tuple[float, float, int, int]:
+def branch_depth(group: FinishedGroup) -> int:
+    """Longest chain of branch-of-branch in a group: each level starts one generation later than its parent."""
+    records = {r.index: r for r in group.tree.records}
+    deepest = 0
+    for r in records.values():
+        depth, cur = 0, r
+        while cur.parent is not None:
+            depth, cur = depth + 1, records[cur.parent]
+        deepest = max(deepest, depth)
+    return deepest
+
+
+async def run_once(groups: int, m: int, n: int, gen_s: float, tool_s: float) -> tuple[float, float, int, int, int]:
     async def tool(args: object) -> str:
         await anyio.sleep(tool_s)
         return "ok"
@@ -94,7 +108,7 @@ async def run_once(groups: int, m: int, n: int, gen_s: float, tool_s: float) -> 
             finished = [g async for g in receive]
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     trajectories = sum(len(g.tree) for g in finished)
-    return wall, cpu, client.requests, trajectories
+    return wall, cpu, client.requests, trajectories, max(branch_depth(g) for g in finished)
 
 
 def main() -> None:
@@ -109,11 +123,14 @@ def main() -> None:
     print(
         f"critical path of one trajectory: 5 × {args.gen_ms:g} ms + 4 × {args.tool_ms:g} ms = {critical * 1000:.0f} ms"
     )
-    print(f"{'mode':18} {'trajectories':>12} {'wall ms':>9} {'wall/critical':>14} {'engine CPU µs/turn':>19}")
+    header = f"{'mode':18} {'trajectories':>12} {'critical ms':>12} {'wall ms':>9} {'wall/critical':>14}"
+    print(header + f" {'engine CPU µs/turn':>19}")
     for label, n in (("GRPO (N = M)", args.m), ("ARPO (N = M/2)", args.m // 2)):
-        wall, cpu, requests, trajectories = anyio.run(run_once, args.groups, args.m, n, gen_s, tool_s)
+        wall, cpu, requests, trajectories, depth = anyio.run(run_once, args.groups, args.m, n, gen_s, tool_s)
+        path = critical + depth * gen_s  # a branch of depth d starts d generations later than a root
         print(
-            f"{label:18} {trajectories:>12} {wall * 1000:>9.0f} {wall / critical:>14.3f} {cpu / requests * 1e6:>19.0f}"
+            f"{label:18} {trajectories:>12} {path * 1000:>12.0f} {wall * 1000:>9.0f} {wall / path:>14.3f} "
+            f"{cpu / requests * 1e6:>19.0f}"
         )
 
 
