@@ -121,11 +121,10 @@ def eval_command(
         first = next(e for q in report.questions for e in q.errors)
         raise _fail(f"every episode failed; the first: {first}")
     table = Table(title=f"{model} · {dataset} · k = {k} · {protocol}")
-    for key in summary:
-        table.add_column(key, justify="right")
-    table.add_row(
-        *(f"{v:.3f}" if isinstance(v, float) and not float(v).is_integer() else f"{v:g}" for v in summary.values())
-    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.3f}" if not float(value).is_integer() else f"{value:g}")
     Console().print(table)
     path = (
         out
