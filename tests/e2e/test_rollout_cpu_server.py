@@ -111,3 +111,31 @@ def test_arpo_rollout_cli_writes_trees(tmp_path: Path) -> None:
     trees = list(read_jsonl(out))
     assert len(trees) == 2 and all(len(t) == 2 for t in trees)
     assert "trajectories" in proc.stdout and json.loads(out.read_text().splitlines()[0])["format"] == 1
+
+
+def test_cancelling_a_request_aborts_it_on_the_server() -> None:
+    async def main(base: str) -> None:
+        import httpx2
+
+        client = OpenAITokenClient(base + "/v1", "tiny")
+        params = SamplingParams(max_tokens=2000, logprobs=None)  # far longer than the test waits
+        async with httpx2.AsyncClient() as http:
+
+            async def running() -> int:
+                return int((await http.get(base + "/health")).json()["running"])
+
+            with anyio.move_on_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.complete, [5, 6, 7], params)
+                    while await running() == 0:  # noqa: ASYNC110 - polling the server's observable state
+                        await anyio.sleep(0.02)
+                    tg.cancel_scope.cancel()  # the caller gives up: the HTTP request is dropped
+            with anyio.fail_after(30):
+                while await running() > 0:  # noqa: ASYNC110 - the server notices the disconnect and aborts
+                    await anyio.sleep(0.02)
+            decoded = int((await http.get(base + "/health")).json()["decoded_tokens"])
+            assert decoded < 1000  # aborted long before its 2000 tokens, not left to run to the end
+        await client.aclose()
+
+    with serve_in_thread("tiny") as server:
+        anyio.run(main, server.base_url)
