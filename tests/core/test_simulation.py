@@ -168,3 +168,12 @@ def test_policy_protocol_is_satisfied_by_the_shipped_fake() -> None:
     p = ScriptedPolicy()
     seg = p.generate([1, 2, 3], 50, TrajectorySlot(0, Origin.GLOBAL, 0), seed=5)
     assert seg.top_logprobs is not None and len(seg.top_logprobs) == len(seg.token_ids)
+
+
+def test_missing_logprobs_only_work_for_grpo() -> None:
+    from arpo_core.algo.entropy_monitor import decision_window
+
+    assert decision_window(0.7, branch_budget=4) == 0.7
+    assert decision_window(None, branch_budget=0) == 0.0  # GRPO: nothing to decide, no entropy needed
+    with pytest.raises(ValueError, match="no top-k logprobs, which ARPO's branching needs"):
+        decision_window(None, branch_budget=4)

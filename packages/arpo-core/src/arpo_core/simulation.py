@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from arpo_core.algo.branching import BranchDecision, BranchScheduler, Origin, TrajectorySlot, request_seed
-from arpo_core.algo.entropy_monitor import EntropyMonitor
+from arpo_core.algo.entropy_monitor import EntropyMonitor, decision_window
 from arpo_core.tree import RolloutTree, SegmentKind, ToolCallInfo
 
 __all__ = ["GeneratedSegment", "GroupExpansion", "SyncPolicy", "expand_group"]
@@ -109,7 +109,7 @@ def expand_group(
                 entropy=None if gen.top_logprobs is None else monitor.measure(gen.top_logprobs),
             )
             used += len(gen.token_ids)
-            window = _window(seg.entropy, scheduler)
+            window = decision_window(seg.entropy, scheduler.branch_budget)
             if first and is_root:
                 monitor.record_initial(slot.root, window)
             elif not first:
@@ -143,18 +143,6 @@ def expand_group(
                 break
     tree.validate()
     return out
-
-
-def _window(entropy: float | None, scheduler: BranchScheduler) -> float:
-    """The entropy window of a segment; without top-k logprobs only GRPO (no branch slots) can proceed."""
-    if entropy is not None:
-        return entropy
-    if scheduler.branch_budget > 0:
-        raise ValueError(
-            "the policy returned no top-k logprobs, which ARPO's branching needs; ask the server for logprobs "
-            "(vLLM: logprobs=k) or set global_samples equal to budget for GRPO sampling."
-        )
-    return 0.0
 
 
 def _end(tree: RolloutTree, scheduler: BranchScheduler, slot: TrajectorySlot, leaf: int, reason: str) -> None:

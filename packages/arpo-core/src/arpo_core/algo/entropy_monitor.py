@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from arpo_core.algo.entropy import EntropyEstimator, WindowReduction, window_entropy
 
-__all__ = ["EntropyMonitor"]
+__all__ = ["EntropyMonitor", "decision_window"]
 
 
 @dataclass(slots=True)
@@ -71,3 +71,19 @@ class EntropyMonitor:
     def initial_windows(self) -> Mapping[int, float]:
         """A read-only view of ``H_initial`` per root recorded so far."""
         return dict(self._initial)
+
+
+def decision_window(entropy: float | None, branch_budget: int) -> float:
+    """The entropy window a decision uses; a segment without top-k logprobs only works when nothing can branch.
+
+    Without logprobs (e.g. a hosted API) ARPO cannot measure ΔH: with branch slots left that is an error naming
+    the fix; with none (GRPO, N = M) the window is irrelevant and 0 is used.
+    """
+    if entropy is not None:
+        return entropy
+    if branch_budget > 0:
+        raise ValueError(
+            "the server returned no top-k logprobs, which ARPO's branching needs; request logprobs "
+            "(entropy.top_logprobs ≥ 1) or set global_samples equal to budget for GRPO sampling."
+        )
+    return 0.0

@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 
 from arpo_core.algo.branching import BranchDecision, BranchScheduler, Origin, TrajectorySlot, request_seed
-from arpo_core.algo.entropy_monitor import EntropyMonitor
+from arpo_core.algo.entropy_monitor import EntropyMonitor, decision_window
 from arpo_core.config import RolloutConfig
 from arpo_core.runtime.inference import InferenceClient, SamplingParams, Tokenizer
 from arpo_core.runtime.tools import ToolClient
@@ -128,7 +128,7 @@ async def expand_group_async(
                 entropy=None if completion.top_logprobs is None else monitor.measure(completion.top_logprobs),
             )
             used += len(completion.token_ids)
-            window = _window(seg.entropy, scheduler)
+            window = decision_window(seg.entropy, scheduler.branch_budget)
             if first and is_root:
                 monitor.record_initial(slot.root, window)
             elif not first:
@@ -231,14 +231,3 @@ async def _slot(limiter: anyio.CapacityLimiter) -> AsyncIterator[None]:
         yield
     finally:
         limiter.release()
-
-
-def _window(entropy: float | None, scheduler: BranchScheduler) -> float:
-    if entropy is not None:
-        return entropy
-    if scheduler.branch_budget > 0:
-        raise ValueError(
-            "the server returned no top-k logprobs, which ARPO's branching needs; request logprobs "
-            "(rollout logprobs ≥ 1) or set global_samples equal to budget for GRPO sampling."
-        )
-    return 0.0
