@@ -26,7 +26,16 @@ from arpo_core.algo.branching import BranchDecision, BranchScheduler, Origin, Tr
 from arpo_core.algo.entropy_monitor import EntropyMonitor, decision_window
 from arpo_core.tree import RolloutTree, SegmentKind, ToolCallInfo
 
-__all__ = ["GeneratedSegment", "GroupExpansion", "SyncPolicy", "expand_group"]
+__all__ = [
+    "GeneratedSegment",
+    "GroupExpansion",
+    "SyncPolicy",
+    "end_reason",
+    "end_trajectory",
+    "expand_group",
+    "observe_segment",
+    "truncate_result",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +101,6 @@ def expand_group(
             if not queue:
                 break
         slot, node, calls, used = queue.popleft()
-        is_root = slot.origin is not Origin.BRANCH
         first = True
         while True:
             context = [t for seg in tree.path(node) for t in seg.token_ids]
@@ -109,43 +117,71 @@ def expand_group(
                 entropy=None if gen.top_logprobs is None else monitor.measure(gen.top_logprobs),
             )
             used += len(gen.token_ids)
-            window = decision_window(seg.entropy, scheduler.branch_budget)
-            if first and is_root:
-                monitor.record_initial(slot.root, window)
-            elif not first:
-                # The segment right after tool result `calls` of this trajectory: decide on it (no lag). A
-                # branch's first segment follows a result its parent already decided on, so it is skipped.
-                decision = scheduler.decide(slot.index, calls, monitor.delta(slot.root, window))
+            decision = observe_segment(scheduler, monitor, slot, calls, first, seg.entropy)
+            if decision is not None:
                 out.decisions.append(decision)
                 queue.extend((child, node, calls, used - len(gen.token_ids)) for child in decision.children)
             first = False
-            if not gen.tool_calls or gen.finish_reason == "length":
-                _end(tree, scheduler, slot, seg.node_id, gen.finish_reason)  # answer, EOS, or cut by max_tokens
-                break
-            if calls >= calls_limit:
-                _end(tree, scheduler, slot, seg.node_id, "call_limit")
-                break
-            if used >= max_response_tokens:  # a call, but no room left for its result
-                _end(tree, scheduler, slot, seg.node_id, "length")
+            reason = end_reason(bool(gen.tool_calls), gen.finish_reason, calls, calls_limit, used, max_response_tokens)
+            if reason is not None:
+                end_trajectory(tree, scheduler, slot, seg.node_id, reason)
                 break
             result_text = "".join(format_result(tools(call)) for call in gen.tool_calls)
-            full_ids = policy.encode(result_text)
-            result_ids = full_ids[: max_response_tokens - used]
-            meta = {"truncated_from_tokens": len(full_ids)} if len(result_ids) < len(full_ids) else {}
-            # `text` keeps the whole result for inspection; `meta` says when the model saw only its first tokens.
+            result_ids, meta = truncate_result(policy.encode(result_text), max_response_tokens - used)
             tool_seg = tree.add_segment(seg.node_id, SegmentKind.TOOL, result_ids, text=result_text, meta=meta)
             out.tool_calls += 1
             calls += 1
             used += len(result_ids)
             node = tool_seg.node_id
             if used >= max_response_tokens:
-                _end(tree, scheduler, slot, node, "length")
+                end_trajectory(tree, scheduler, slot, node, "length")
                 break
     tree.validate()
     return out
 
 
-def _end(tree: RolloutTree, scheduler: BranchScheduler, slot: TrajectorySlot, leaf: int, reason: str) -> None:
+# ---------------------------------------------------------------------------- the steps both expansions share
+
+
+def observe_segment(
+    scheduler: BranchScheduler,
+    monitor: EntropyMonitor,
+    slot: TrajectorySlot,
+    tool_step: int,
+    first: bool,
+    entropy: float | None,
+) -> BranchDecision | None:
+    """What a new generated segment means for ARPO: the first segment of a root records ``H_initial``; the
+    segment right after tool result ``tool_step`` is decided on (no lag). A branch's first segment follows a
+    result its parent already decided on, so it is neither."""
+    window = decision_window(entropy, scheduler.branch_budget)
+    if first:
+        if slot.origin is not Origin.BRANCH:
+            monitor.record_initial(slot.root, window)
+        return None
+    return scheduler.decide(slot.index, tool_step, monitor.delta(slot.root, window))
+
+
+def end_reason(has_calls: bool, finish_reason: str, calls: int, call_limit: int, used: int, budget: int) -> str | None:
+    """Why a trajectory ends after a generated segment, or None when its tool call(s) should run."""
+    if not has_calls or finish_reason == "length":
+        return finish_reason  # an answer, EOS, or cut by max_tokens
+    if calls >= call_limit:
+        return "call_limit"
+    if used >= budget:
+        return "length"  # a call, but no room left for its result
+    return None
+
+
+def truncate_result(ids: Sequence[int], room: int) -> tuple[list[int], dict[str, int]]:
+    """A tool result's ids cut to the room left in the response budget; ``meta`` records a cut (the segment's
+    text keeps the whole result for inspection)."""
+    kept = list(ids[: max(room, 0)])
+    return kept, ({"truncated_from_tokens": len(ids)} if len(kept) < len(ids) else {})
+
+
+def end_trajectory(tree: RolloutTree, scheduler: BranchScheduler, slot: TrajectorySlot, leaf: int, reason: str) -> None:
+    """Record that ``slot``'s trajectory ended at node ``leaf`` and tell the scheduler."""
     tree.end_trajectory(
         slot.index,
         leaf,

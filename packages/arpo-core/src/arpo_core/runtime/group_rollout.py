@@ -26,11 +26,12 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from arpo_core.algo.branching import BranchDecision, BranchScheduler, Origin, TrajectorySlot, request_seed
-from arpo_core.algo.entropy_monitor import EntropyMonitor, decision_window
+from arpo_core.algo.branching import BranchDecision, BranchScheduler, TrajectorySlot, request_seed
+from arpo_core.algo.entropy_monitor import EntropyMonitor
 from arpo_core.config import RolloutConfig
 from arpo_core.runtime.inference import InferenceClient, SamplingParams, Tokenizer
 from arpo_core.runtime.tools import ToolClient
+from arpo_core.simulation import end_reason, end_trajectory, observe_segment, truncate_result
 from arpo_core.toolcalls import ToolCallParser
 from arpo_core.tree import RolloutTree, SegmentKind, ToolCallInfo
 
@@ -91,7 +92,6 @@ async def expand_group_async(
     ) -> None:
         """One trajectory. ``context`` is this task's own list of the ids up to ``node`` (prompt included),
         extended in place as segments arrive; a branch gets a copy of its parent's at the branch point."""
-        is_root = slot.origin is not Origin.BRANCH
         first = True
         seed = request_seed(scheduler.seed, slot.lineage) if config.seeded_requests else None
         while True:
@@ -128,11 +128,8 @@ async def expand_group_async(
                 entropy=None if completion.top_logprobs is None else monitor.measure(completion.top_logprobs),
             )
             used += len(completion.token_ids)
-            window = decision_window(seg.entropy, scheduler.branch_budget)
-            if first and is_root:
-                monitor.record_initial(slot.root, window)
-            elif not first:
-                decision = scheduler.decide(slot.index, calls, monitor.delta(slot.root, window))
+            decision = observe_segment(scheduler, monitor, slot, calls, first, seg.entropy)
+            if decision is not None:
                 out.decisions.append(decision)
                 if decision.children:
                     # `context` still ends at tool result `calls`: this segment is added below, after the copies
@@ -141,21 +138,14 @@ async def expand_group_async(
                 _launch_fills(tg)
             first = False
             context.extend(completion.token_ids)
-            if not turn.has_calls or completion.finish_reason == "length":
-                _end(slot, seg.node_id, completion.finish_reason, tg)
-                return
-            if calls >= call_limit:
-                _end(slot, seg.node_id, "call_limit", tg)
-                return
-            if used >= budget:
-                _end(slot, seg.node_id, "length", tg)
+            reason = end_reason(turn.has_calls, completion.finish_reason, calls, call_limit, used, budget)
+            if reason is not None:
+                _end(slot, seg.node_id, reason, tg)
                 return
             texts = await _run_tools(turn, tools, limits, config.tool_timeout)
             out.tool_calls += len(turn.calls)
             result_text = "".join(parser.format_result(t) for t in texts)
-            full = await tokenizer.encode(result_text)
-            ids = full[: budget - used]
-            meta = {"truncated_from_tokens": len(full)} if len(ids) < len(full) else {}
+            ids, meta = truncate_result(await tokenizer.encode(result_text), budget - used)
             tool_seg = tree.add_segment(seg.node_id, SegmentKind.TOOL, ids, text=result_text, meta=meta)
             calls += 1
             used += len(ids)
@@ -166,16 +156,7 @@ async def expand_group_async(
                 return
 
     def _end(slot: TrajectorySlot, leaf: int, reason: str, tg: anyio.abc.TaskGroup) -> None:
-        tree.end_trajectory(
-            slot.index,
-            leaf,
-            origin=slot.origin.value,
-            root=slot.root,
-            parent=slot.parent,
-            branch_step=slot.branch_step,
-            finish_reason=reason,
-        )
-        scheduler.finish(slot.index)
+        end_trajectory(tree, scheduler, slot, leaf, reason)
         _launch_fills(tg)
 
     def _launch_fills(tg: anyio.abc.TaskGroup) -> None:
