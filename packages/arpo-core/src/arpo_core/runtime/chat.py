@@ -66,6 +66,39 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _request(
+    model: str, messages: Sequence[Mapping[str, Any]], max_tokens: int, temperature: float,
+    stop: Sequence[str], tools: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """The chat-completions body both clients send."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": list(messages),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+    if stop:
+        body["stop"] = list(stop)[:4]  # the OpenAI API accepts at most 4 stop strings
+    if tools:
+        body["tools"] = list(tools)
+    return body
+
+
+def _reply(response: Any) -> ChatReply:
+    """A chat-completions response (openai's or litellm's objects, same shape) as a ``ChatReply``."""
+    choice = response.choices[0]
+    calls = tuple(
+        (c.id, c.function.name, _arguments(c.function.arguments))
+        for c in (choice.message.tool_calls or [])
+        if getattr(c, "function", None) is not None
+    )
+    usage = getattr(response, "usage", None)
+    return ChatReply(
+        choice.message.content or "", calls, choice.finish_reason or "stop",
+        getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
+    )  # fmt: skip
+
+
 class OpenAIChatClient:
     """``ChatClient`` over any OpenAI-compatible chat completions endpoint (OpenAI, vLLM, hosted gateways)."""
 
@@ -90,13 +123,7 @@ class OpenAIChatClient:
         stop: Sequence[str] = (),
         tools: Sequence[Mapping[str, Any]] = (),
     ) -> ChatReply:
-        body: dict[str, Any] = {
-            "model": self.model, "messages": list(messages), "max_tokens": max_tokens, "temperature": temperature,
-        }  # fmt: skip
-        if stop:
-            body["stop"] = list(stop)[:4]  # the OpenAI API accepts at most 4 stop strings
-        if tools:
-            body["tools"] = list(tools)
+        body = _request(self.model, messages, max_tokens, temperature, stop, tools)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = await self._client.chat.completions.create(**body)
@@ -108,20 +135,7 @@ class OpenAIChatClient:
                 raise InferenceError(f"{self.name} answered {err.status_code}: {err.message}") from None
             except openai.APIConnectionError as err:
                 raise InferenceError(f"{self.name} cannot be reached ({type(err).__name__}).") from None
-        choice = response.choices[0]
-        calls = tuple(
-            (c.id, c.function.name, _arguments(c.function.arguments))
-            for c in (choice.message.tool_calls or [])
-            if getattr(c, "function", None) is not None
-        )
-        usage = response.usage
-        return ChatReply(
-            choice.message.content or "",
-            calls,
-            choice.finish_reason or "stop",
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
-        )
+        return _reply(response)
 
 
 class LiteLLMChatClient:
@@ -150,27 +164,15 @@ class LiteLLMChatClient:
         stop: Sequence[str] = (),
         tools: Sequence[Mapping[str, Any]] = (),
     ) -> ChatReply:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages), "max_tokens": max_tokens,
-                                  "temperature": temperature, "timeout": self.timeout, "num_retries": 3}  # fmt: skip
+        kwargs = _request(self.model, messages, max_tokens, temperature, stop, tools)
+        kwargs.update(timeout=self.timeout, num_retries=3)
         if self.api_base:
             kwargs["api_base"] = self.api_base
-        if stop:
-            kwargs["stop"] = list(stop)[:4]
-        if tools:
-            kwargs["tools"] = list(tools)
         try:
             response = await self._litellm.acompletion(**kwargs)
         except Exception as err:
             raise InferenceError(f"{self.name} failed: {type(err).__name__}: {err}") from None
-        choice = response.choices[0]
-        calls = tuple(
-            (c.id, c.function.name, _arguments(c.function.arguments)) for c in (choice.message.tool_calls or [])
-        )
-        usage = getattr(response, "usage", None)
-        return ChatReply(
-            choice.message.content or "", calls, choice.finish_reason or "stop",
-            getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-        )  # fmt: skip
+        return _reply(response)
 
 
 @dataclass
