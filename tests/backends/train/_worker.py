@@ -51,6 +51,8 @@ def main() -> None:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
         if spec.get("save_every") and (step + 1) % spec["save_every"] == 0:
             trainer.save(Path(spec["checkpoints"]) / f"step-{step + 1}")
+    if spec.get("export"):
+        trainer.export_hf(Path(spec["export"]))
     total = {}
     for name, tensor in trainer.full_state():
         if ctx.is_main:
