@@ -7,6 +7,8 @@ and a fingerprint of the final weights. Samples are generated from a seed, the s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -36,21 +38,35 @@ def make_samples(seed: int, groups: int = 4, per_group: int = 4, prompt_len: int
 
 
 def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
+    # the deepspeed launcher adds --local_rank=N (LOCAL_RANK is in the environment too)
+    args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]
+    spec = json.loads(Path(args[0]).read_text())
     ctx = init_distributed()
     config = TrainerConfig.model_validate(spec["config"])
     trainer = make_trainer(config, ctx)
     out = Path(spec["out"])
     if spec.get("resume"):
         trainer.load(Path(spec["resume"]))
+    kill = spec.get("kill")  # {"rank": r, "step": s, "where": "step" | "save"}: SIGKILL this rank there
+    if kill and ctx.rank == kill["rank"] and kill["where"] == "save":
+        save_shards = trainer.save_shards
+
+        def dying_save(folder: Path) -> None:
+            save_shards(folder)
+            if trainer.global_step == kill["step"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        trainer.save_shards = dying_save  # type: ignore[method-assign]
     start = trainer.policy_version
     for step in range(start, spec["steps"]):
+        if kill and ctx.rank == kill["rank"] and kill["where"] == "step" and step == kill["step"]:
+            os.kill(os.getpid(), signal.SIGKILL)
         metrics = trainer.train_samples(make_samples(1000 + step, groups=spec.get("groups", 4)))
         if ctx.is_main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
         if spec.get("save_every") and (step + 1) % spec["save_every"] == 0:
-            trainer.save(Path(spec["checkpoints"]) / f"step-{step + 1}")
+            trainer.save(Path(spec["checkpoints"]))
     if spec.get("export"):
         trainer.export_hf(Path(spec["export"]))
     total = {}
@@ -59,6 +75,7 @@ def main() -> None:
             total[name] = float(tensor.double().sum())
     if ctx.is_main:
         (out / "weights.json").write_text(json.dumps(total))
+    trainer.close()
     finish(0)
 
 

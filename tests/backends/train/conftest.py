@@ -33,7 +33,15 @@ class Run:
         return dict(json.loads((self.out / "weights.json").read_text()))
 
 
-def launch(tmp: Path, name: str, spec: dict[str, Any], nproc: int = 1, timeout: float = 600, check: bool = True) -> Run:
+def launch(
+    tmp: Path,
+    name: str,
+    spec: dict[str, Any],
+    nproc: int = 1,
+    timeout: float = 600,
+    check: bool = True,
+    launcher: str = "torchrun",
+) -> Run:
     out = tmp / name
     out.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "out": str(out)}
@@ -42,6 +50,8 @@ def launch(tmp: Path, name: str, spec: dict[str, Any], nproc: int = 1, timeout: 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), str(path)]
+    elif launcher == "deepspeed":
+        cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", str(nproc), "--master_port", str(free_port()), str(WORKER), str(path)]  # fmt: skip
     else:
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),

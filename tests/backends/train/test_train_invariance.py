@@ -63,3 +63,11 @@ def test_reference_learns(reference: Run) -> None:
 )
 def test_same_losses_and_weights(tmp_path: Path, reference: Run, name: str, nproc: int, config: dict[str, Any]) -> None:
     _assert_same(launch(tmp_path, name, _spec(**config), nproc=nproc), reference)
+
+
+def test_deepspeed_launcher_and_no_shm_left(tmp_path: Path, reference: Run) -> None:
+    """Under the ``deepspeed`` launcher (it passes ``--local_rank``); its CPU all-reduce buffers are removed."""
+    before = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))
+    run = launch(tmp_path, "ds-launcher", _spec(backend="deepspeed"), nproc=2, launcher="deepspeed")
+    _assert_same(run, reference)
+    assert set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) <= before

@@ -11,6 +11,7 @@ All methods are collective: every rank calls them in the same order (``train_ste
 from __future__ import annotations
 
 import random
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from arpo_backends.train.config import TrainerConfig
 from arpo_backends.train.dist import DistContext, init_distributed
 from arpo_backends.train.lora import hf_state_items
 from arpo_backends.train.model import load_reference, model_folder
-from arpo_backends.train.step import ppo_step
+from arpo_backends.train.step import ppo_step, sft_step
 
 __all__ = ["BaseTrainer", "seed_everything"]
 
@@ -48,6 +49,7 @@ class BaseTrainer(ABC):
         self.model_folder = model_folder(config)
         self._version = 0
         self.samples_seen = 0
+        self.sft_steps = 0
         self.reference: nn.Module | None = None
         ref = load_reference(config)
         if ref is not None:
@@ -70,6 +72,16 @@ class BaseTrainer(ABC):
         self._version += 1
         self.samples_seen += len(samples)
         metrics["policy_version"] = float(self._version)
+        return metrics
+
+    def sft_step(self, samples: Sequence[TrajectorySample]) -> dict[str, float]:
+        """One SFT update (token-mean NLL on the loss mask) over ``samples``, the same list on every rank.
+
+        SFT updates do not advance ``policy_version`` (it counts RL steps); ``sft_steps`` counts them."""
+        self.policy.train()
+        metrics = sft_step(self, samples, self.config, self.ctx, device=self.ctx.device, pad_token_id=self.pad_token_id)
+        self.sft_steps += 1
+        self.samples_seen += len(samples)
         return metrics
 
     # -- ModelRunner ---------------------------------------------------------------------------------------------
@@ -123,12 +135,75 @@ class BaseTrainer(ABC):
     @abstractmethod
     def load_shards(self, folder: Path) -> None: ...
 
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    @property
+    def global_step(self) -> int:
+        """Updates done so far, SFT and RL together (names the checkpoint folders)."""
+        return self.sft_steps + self._version
+
+    def save(self, path: Path, *, data_position: Mapping[str, Any] | None = None, keep_last: int | None = 3) -> Path:
+        """A checkpoint of this step under the checkpoint root ``path`` (``path/step-NNNNNN``), committed atomically.
+
+        Model, optimiser and scheduler (sharded, by the backend), each rank's RNG, and the trainer state (policy
+        version, SFT steps, samples seen, ``data_position`` for the data loader). Collective."""
+        from arpo_backends.checkpoint import CheckpointStore, TrainerState, save_rng
+
+        store = CheckpointStore(path, keep_last=keep_last)
+        step = self.global_step
+        if self.ctx.is_main:  # leftovers of an interrupted save of this same step must not be committed
+            shutil.rmtree(store.staging_path(step), ignore_errors=True)
+        self.ctx.barrier()
+        folder = store.staging(step)
+        self.save_shards(folder)
+        save_rng(folder, self.ctx.rank, world_size=self.ctx.world_size)
+        if self.ctx.is_main:
+            TrainerState(
+                step=step,
+                policy_version=self._version,
+                samples_seen=self.samples_seen,
+                data_position=dict(data_position or {}),
+                world_size=self.ctx.world_size,
+                backend=self.backend_name,
+                extra={"sft_steps": self.sft_steps, "config": self.config.model_dump(mode="json")},
+            ).save(folder)
+        self.ctx.barrier()
+        if self.ctx.is_main:
+            store.commit(step, {"backend": self.backend_name, "world_size": self.ctx.world_size})
+        self.ctx.barrier()
+        return store.path_for(step)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """Resume from a checkpoint folder, or the newest complete one under a checkpoint root; returns the saved
+        ``data_position``. Collective."""
+        from arpo_backends.checkpoint import CheckpointStore, TrainerState, load_rng
+
+        path = Path(path)
+        folder = path if (path / "manifest.json").is_file() else CheckpointStore(path).resolve("latest")
+        CheckpointStore(folder.parent).verify(folder)
+        state = TrainerState.load(folder)
+        if state.backend != self.backend_name:
+            raise ValueError(
+                f"{folder} was saved by the {state.backend} backend, not {self.backend_name}; resume with "
+                f"--backend {state.backend} (or export it to Hugging Face format and start from that)."
+            )
+        self.load_shards(folder)
+        load_rng(folder, self.ctx.rank, world_size=self.ctx.world_size)
+        self._version = state.policy_version
+        self.samples_seen = state.samples_seen
+        self.sft_steps = int(state.extra.get("sft_steps", 0))
+        self.ctx.barrier()
+        return dict(state.data_position)
+
     # -- weights -------------------------------------------------------------------------------------------------
     def full_state(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Hugging Face names and full tensors of the policy (LoRA merged), yielded on every rank (collective)."""
         lora = self.config.lora
         scaling = lora.alpha / lora.rank if lora is not None else None
         return hf_state_items(self.raw_state(), lora_scaling=scaling)
+
+    def close(self) -> None:
+        """Release what the backend holds outside this process (collective: ends with a barrier)."""
+        self.ctx.barrier()
 
     def export_hf(self, folder: Path) -> Path:
         """The policy as a Hugging Face folder (config, safetensors, tokenizer) that ``from_pretrained`` loads."""

@@ -31,7 +31,7 @@ from arpo_backends.loss import LossConfig, arpo_loss, entropy_moments, sum_metri
 from arpo_backends.train.config import TrainerConfig
 from arpo_backends.train.dist import DistContext
 
-__all__ = ["ModelRunner", "mini_batches", "ppo_step", "rank_micro_batches"]
+__all__ = ["ModelRunner", "mini_batches", "ppo_step", "rank_micro_batches", "sft_step"]
 
 
 class ModelRunner(Protocol):
@@ -188,4 +188,30 @@ def ppo_step(
     metrics["lr"] = lr
     metrics["updates"] = float(updates)
     metrics["trajectories"] = float(len(samples))
+    return metrics
+
+
+def sft_step(
+    runner: ModelRunner,
+    samples: Sequence[TrajectorySample],
+    config: TrainerConfig,
+    ctx: DistContext,
+    *,
+    device: torch.device,
+    pad_token_id: int = 0,
+) -> dict[str, float]:
+    """One optimiser update of the SFT cold start: token-mean NLL on the loss-mask tokens of ``samples``."""
+    from arpo_backends.sft.loss import sft_micro_batch_loss
+
+    if not samples:
+        raise ValueError("sft_step got no demonstrations; a step needs at least one per rank.")
+    outputs = []
+    for mb in rank_micro_batches(samples, config, ctx, pad_token_id=pad_token_id):
+        mb = mb.to(device)
+        out = sft_micro_batch_loss(runner.logits(mb), mb)
+        runner.backward(out.loss)
+        outputs.append(out)
+    norm, lr = runner.update()
+    metrics = ctx.all_reduce_sum(sum_metrics(outputs))
+    metrics.update(grad_norm=norm, lr=lr, sequences=float(len(samples)))
     return metrics
