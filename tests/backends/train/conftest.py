@@ -51,7 +51,8 @@ def launch(
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), str(path)]
     elif launcher == "deepspeed":
-        cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", str(nproc), "--master_port", str(free_port()), str(WORKER), str(path)]  # fmt: skip
+        launcher_bin = str(Path(sys.executable).with_name("deepspeed"))
+        cmd = [launcher_bin, "--num_gpus", str(nproc), "--master_port", str(free_port()), str(WORKER), str(path)]
     else:
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
