@@ -1,0 +1,1 @@
+"""``arpo`` sub-commands that need torch (registered through the ``arpo.cli`` entry points; imported lazily)."""
