@@ -18,6 +18,7 @@ from arpo_backends.batching import TrajectorySample
 from arpo_backends.train import make_trainer
 from arpo_backends.train.config import TrainerConfig
 from arpo_backends.train.dist import finish, init_distributed
+from arpo_core.runtime.trainer import WeightTarget
 
 
 def make_samples(seed: int, groups: int = 4, per_group: int = 4, prompt_len: int = 6) -> list[TrajectorySample]:
@@ -65,6 +66,17 @@ def main() -> None:
         if ctx.is_main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if spec.get("publish"):
+            target = WeightTarget(
+                kind=spec["publish"]["kind"],
+                urls=tuple(spec["publish"]["urls"]),
+                directory=Path(spec["publish"]["directory"]),
+            )
+            lines = trainer.publish_weights(target)
+            if ctx.is_main:
+                with (out / "publish.jsonl").open("a") as f:
+                    record = {"version": trainer.policy_version, "lines": list(lines)}
+                    f.write(json.dumps({**record, "model_name": trainer.served_model_name}) + "\n")
         if spec.get("save_every") and (step + 1) % spec["save_every"] == 0:
             trainer.save(Path(spec["checkpoints"]))
     if spec.get("export"):

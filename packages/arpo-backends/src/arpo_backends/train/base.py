@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import shutil
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class BaseTrainer(ABC):
         if ref is not None:
             self.reference = ref.to(self.ctx.device)
         self.pad_token_id = 0
+        self._publisher: Any = None
+        self._publisher_target: Any = None
 
     # -- the Trainer protocol ------------------------------------------------------------------------------------
     @property
@@ -201,8 +204,56 @@ class BaseTrainer(ABC):
         scaling = lora.alpha / lora.rank if lora is not None else None
         return hf_state_items(self.raw_state(), lora_scaling=scaling)
 
+    def publish_weights(self, target: Any) -> Sequence[str]:
+        """Push the current policy to inference (core's ``WeightTarget``); collective, returns rank 0's log lines.
+
+        Full weights (``cpu_server``, ``vllm_nccl``) are gathered one tensor at a time on every rank and streamed
+        to rank 0's publisher in buckets; ``vllm_lora`` sends only the adapter (LoRA runs only). A failure is raised
+        on every rank as ``PublishError``, so the ranks never disagree about what inference serves."""
+        from arpo_backends.publish import PublishError, iter_buckets, make_publisher, needs_weights
+
+        if not needs_weights(target):
+            return []
+        if target.kind == "vllm_lora" and self.config.lora is None:
+            raise ValueError(
+                "the vllm_lora target hot-loads LoRA adapters but this run fine-tunes every weight; train with "
+                "lora (e.g. --lora-rank 16) or publish through cpu_server / vllm_nccl."
+            )
+        error: str | None = None
+        lines: list[str] = []
+        if self.ctx.is_main and (self._publisher is None or self._publisher_target != target):
+            if self._publisher is not None:
+                self._publisher.close()
+            self._publisher, self._publisher_target = make_publisher(target), target
+        if target.kind == "vllm_lora":
+            source: Any = _AdapterFromState(self)
+        else:
+            source = iter_buckets(self.full_state())
+        if self.ctx.is_main:
+            try:
+                lines = list(self._publisher.publish(source, version=self._version))
+            except PublishError as err:
+                error = str(err)
+        else:
+            if isinstance(source, _AdapterFromState):
+                source.drain()
+            else:
+                deque(source, maxlen=0)  # take part in every gather
+        error = self.ctx.broadcast_object(error)
+        if error is not None:
+            raise PublishError(error)
+        return lines
+
+    @property
+    def served_model_name(self) -> str | None:
+        """The name clients must request after a LoRA publish (a new adapter name per version), else None."""
+        return self._publisher.model_name if self._publisher is not None else None
+
     def close(self) -> None:
         """Release what the backend holds outside this process (collective: ends with a barrier)."""
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
         self.ctx.barrier()
 
     def export_hf(self, folder: Path) -> Path:
@@ -210,3 +261,35 @@ class BaseTrainer(ABC):
         from arpo_backends.train.export import export_hf
 
         return export_hf(self, folder)
+
+
+class _AdapterFromState:
+    """``AdapterSource`` of a LoRA run: the adapter tensors gathered from the (possibly sharded) model, written as
+    peft's ``adapter_model.safetensors`` + ``adapter_config.json`` (what vLLM's ``/v1/load_lora_adapter`` reads).
+
+    Gathering is collective, so rank 0's ``save_adapter`` and the other ranks' ``drain`` walk the same tensors."""
+
+    def __init__(self, trainer: BaseTrainer) -> None:
+        self.trainer = trainer
+
+    def _adapter_state(self) -> dict[str, torch.Tensor]:
+        state = {}
+        for name, tensor in self.trainer.raw_state():
+            if ".lora_A." in name or ".lora_B." in name:
+                key = name.replace(".default.", ".")
+                for prefix in ("module.", "_orig_mod."):
+                    key = key.removeprefix(prefix)
+                state[key] = tensor.contiguous()
+        return state
+
+    def drain(self) -> None:
+        self._adapter_state()
+
+    def save_adapter(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = self._adapter_state()
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(folder / "adapter_model.safetensors"))
+        peft_config = self.trainer.unwrapped.peft_config["default"]  # type: ignore[index, union-attr]
+        peft_config.save_pretrained(str(folder))
