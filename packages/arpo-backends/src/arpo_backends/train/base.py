@@ -291,5 +291,5 @@ class _AdapterFromState:
         state = self._adapter_state()
         folder.mkdir(parents=True, exist_ok=True)
         save_file(state, str(folder / "adapter_model.safetensors"))
-        peft_config = self.trainer.unwrapped.peft_config["default"]  # type: ignore[index, union-attr]
+        peft_config: Any = getattr(self.trainer.unwrapped, "peft_config")["default"]  # noqa: B009
         peft_config.save_pretrained(str(folder))

@@ -63,7 +63,7 @@ class FSDPTrainer(BaseTrainer):
         return self._model
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
 
     def update(self) -> tuple[float, float]:
         params = [p for p in self._model.parameters() if p.requires_grad]
@@ -87,7 +87,7 @@ class FSDPTrainer(BaseTrainer):
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_state, optim_state = get_state_dict(self._model, self.optimizer)
-        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(folder / "fsdp"))
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(folder / "fsdp"))  # type: ignore[attr-defined]
         if self.ctx.is_main:
             torch.save({"scheduler": self.scheduler.state_dict()}, folder / "scheduler.pt")
 
@@ -96,8 +96,8 @@ class FSDPTrainer(BaseTrainer):
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
         model_state, optim_state = get_state_dict(self._model, self.optimizer)
-        state = {"model": model_state, "optim": optim_state}
-        dcp.load(state, checkpoint_id=str(folder / "fsdp"))
+        state: dict[str, Any] = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=str(folder / "fsdp"))  # type: ignore[attr-defined]
         set_state_dict(self._model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         sched = torch.load(folder / "scheduler.pt", weights_only=False)
         self.scheduler.load_state_dict(sched["scheduler"])

@@ -34,7 +34,7 @@ def _load(folder: Path) -> nn.Module:
             "config.json and weights, or a built-in name (smollm2-135m-instruct, tiny)."
         ) from None
     model.config.use_cache = False
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def model_folder(config: TrainerConfig) -> Path:
@@ -75,12 +75,12 @@ def _with_lora(model: nn.Module, options: LoraOptions) -> nn.Module:
     targets: Any = options.target_modules if isinstance(options.target_modules, str) else list(options.target_modules)
     lora = LoraConfig(
         r=options.rank,
-        lora_alpha=options.alpha,
+        lora_alpha=options.alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
         lora_dropout=options.dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)  # type: ignore[arg-type, return-value]
+    return get_peft_model(model, lora)
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -88,4 +88,4 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
     if not lists:
         return []
-    return list(max(lists, key=len))
+    return list(max(lists, key=lambda m: len(m)))  # type: ignore[arg-type]
