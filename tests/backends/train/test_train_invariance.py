@@ -71,3 +71,29 @@ def test_deepspeed_launcher_and_no_shm_left(tmp_path: Path, reference: Run) -> N
     run = launch(tmp_path, "ds-launcher", _spec(backend="deepspeed"), nproc=2, launcher="deepspeed")
     _assert_same(run, reference)
     assert set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) <= before
+
+
+def test_deepspeed_cpu_offload_and_a_users_config_file(tmp_path: Path, reference: Run) -> None:
+    """ZeRO-2 with DeepSpeed's CPU Adam (a separate implementation: agreement to 1e-3, not rounding), and a
+    DeepSpeed JSON of the user's (ZeRO-1) whose batch-size keys arpo overrides."""
+    offload = launch(
+        tmp_path, "offload", _spec(backend="deepspeed", deepspeed={"zero_stage": 2, "offload_optimizer": True})
+    )
+    for a, b in zip(offload.metrics, reference.metrics, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-5)
+    for name, value in reference.weights.items():
+        assert offload.weights[name] == pytest.approx(value, rel=1e-3, abs=1e-3), name
+
+    user = tmp_path / "ds.json"
+    user.write_text('{"train_batch_size": 1024, "gradient_accumulation_steps": 64, "zero_optimization": {"stage": 1}}')
+    run = launch(tmp_path, "user", _spec(backend="deepspeed", deepspeed={"config_file": str(user)}), nproc=2)
+    _assert_same(run, reference)
+
+
+def test_fsdp_bf16_mixed_precision_tracks_fp32(tmp_path: Path, reference: Run) -> None:
+    """bf16 compute with fp32 parameters and reductions: close to fp32 (bf16 has 8 bits of mantissa), not equal."""
+    run = launch(tmp_path, "bf16", _spec(backend="fsdp", precision="bf16"), nproc=2)
+    for a, b in zip(run.metrics, reference.metrics, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=0.05)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=0.05)
+    assert any(a["loss"] != b["loss"] for a, b in zip(run.metrics, reference.metrics, strict=True))  # bf16 was on
