@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from arpo_core.algo.attribution import TokenAdvantages
 from arpo_core.tree import RolloutTree
@@ -56,11 +56,14 @@ class Trainer(Protocol):
         """One PPO/GRPO step on the batch; returns scalar metrics (loss, clip fraction, grad norm, ...)."""
         ...
 
-    def save(self, path: Path) -> None:
-        """A checkpoint that resumes exactly, written atomically."""
+    def save(self, path: Path, *, data_position: Mapping[str, Any] | None = None) -> Path:
+        """A checkpoint under the checkpoint root ``path`` that resumes exactly (model, optimiser, scheduler, RNG,
+        policy version and the loop's ``data_position``), committed atomically; returns its folder."""
         ...
 
-    def load(self, path: Path) -> None: ...
+    def load(self, path: Path) -> Mapping[str, Any]:
+        """Resume from a checkpoint folder or the newest complete one under a root; returns its data position."""
+        ...
 
     def publish_weights(self, target: WeightTarget) -> Sequence[str]:
         """Push the current weights to inference; returns what was updated (for logs)."""
