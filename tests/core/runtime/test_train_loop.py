@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import numpy as np
 import pytest
+from tests.core.builders import hand_tree
 
 from arpo_core.algo.rewards import make_reward_function
 from arpo_core.config import AdvantageConfig, ArpoConfig, load_config
@@ -28,7 +29,6 @@ from arpo_core.runtime.train_loop import (
 from arpo_core.runtime.trainer import TrainBatch, WeightTarget
 from arpo_core.testing import FakeToolClient, PolicyInferenceClient, PolicyTokenizer, ScriptedPolicy
 from arpo_core.toolcalls import TagProtocol
-from tests.core.builders import hand_tree
 
 pytestmark = pytest.mark.anyio
 
@@ -142,7 +142,7 @@ def test_prompt_source_order_is_a_seeded_permutation_per_epoch_and_resumes() -> 
 
 
 async def test_async_mode_overlaps_rollout_with_training_and_respects_staleness() -> None:
-    eng, inference = _engine(latency=0.002)
+    eng, _ = _engine(latency=0.002)
     trainer = FakeTrainer(train_seconds=0.15)
     started: list[float] = []
     rollout_group = eng.rollout_group
