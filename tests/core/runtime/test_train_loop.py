@@ -142,35 +142,50 @@ def test_prompt_source_order_is_a_seeded_permutation_per_epoch_and_resumes() -> 
 
 
 async def test_async_mode_overlaps_rollout_with_training_and_respects_staleness() -> None:
-    eng, _ = _engine(latency=0.002)
-    trainer = FakeTrainer(train_seconds=0.15)
-    started: list[float] = []
+    eng, _ = _engine(latency=0.02)
+    trainer = FakeTrainer(train_seconds=0.3)
+    finished: list[float] = []
     rollout_group = eng.rollout_group
 
     async def tracked(prompt: Any) -> FinishedGroup:
-        started.append(time.perf_counter())
-        return await rollout_group(prompt)
+        group = await rollout_group(prompt)
+        finished.append(time.perf_counter())
+        return group
 
     eng.rollout_group = tracked  # type: ignore[method-assign]
     result = await _loop(trainer, max_staleness=1).run_leader(eng, _source())
     assert result.steps_done == 4 and len(trainer.batches) == 4
     assert all(len(b.trees) == 3 for b in trainer.batches)
-    # rollouts kept going while a step trained (the engine ran ahead, bounded by the stream)
-    assert any(a < t < b for a, b in trainer.intervals for t in started)
+    # groups kept being generated (and finished) while a step trained
+    assert any(a < t < b for a, b in trainer.intervals for t in finished)
     for batch in trainer.batches:
-        assert all(batch.step - v <= 1 for v in batch.policy_versions)  # version v trained at step ≥ v
+        assert all(batch.step - v <= 1 for v in batch.policy_versions)  # the bound: version v trains at step ≤ v + 1
     assert trainer.published == [1, 2, 3, 4]
-    assert all(h["groups_dropped_stale"] >= 0 for h in result.history)
 
 
-async def test_async_with_zero_staleness_drops_the_groups_of_older_policies() -> None:
-    eng, _ = _engine(latency=0.002)
-    trainer = FakeTrainer(train_seconds=0.1)
-    result = await _loop(trainer, max_staleness=0).run_leader(eng, _source())
-    assert result.dropped_stale > 0  # generated during the previous step: one version behind
-    assert result.dropped_stale == sum(h["groups_dropped_stale"] for h in result.history)
-    for step, batch in enumerate(trainer.batches):
-        assert batch.policy_versions == (step,) * 3
+async def test_async_launches_no_further_ahead_than_the_staleness_bound() -> None:
+    """The launch gate: with max_staleness s, groups of at most s + 1 steps are launched ahead of the trainer, so
+    none has to be dropped as stale; with s = 0 every batch is on-policy."""
+    for staleness in (0, 1):
+        eng, _ = _engine(latency=0.002)
+        trainer = FakeTrainer(train_seconds=0.1)
+        started: list[int] = []
+        rollout_group = eng.rollout_group
+
+        async def tracked(
+            prompt: Any, trainer: FakeTrainer = trainer, started: list[int] = started, inner: Any = rollout_group
+        ) -> FinishedGroup:
+            started.append(trainer.version)
+            return await inner(prompt)
+
+        eng.rollout_group = tracked  # type: ignore[method-assign]
+        result = await _loop(trainer, max_staleness=staleness).run_leader(eng, _source())
+        assert result.dropped_stale == 0
+        for version in range(4):  # groups started while the trainer was at `version`: ≤ (s + 1) steps' worth
+            assert sum(v <= version for v in started) <= (version + staleness + 1) * 3
+        if staleness == 0:
+            for step, batch in enumerate(trainer.batches):
+                assert batch.policy_versions == (step,) * 3
 
 
 async def test_sync_mode_never_overlaps() -> None:

@@ -62,6 +62,7 @@ def run_sft(
     max_length: int | None,
     save_every: int,
     resume: str | None,
+    checkpoint_at_end: bool = True,
 ) -> Path:
     """The SFT loop on this rank (every rank runs it); returns the exported model folder."""
     from arpo_backends.sft import load_chat_tokenizer, load_sft_samples
@@ -102,7 +103,8 @@ def run_sft(
                 fh.write(json.dumps({"phase": "sft", **metrics}) + "\n")
             progress(update + 1, metrics)
         interrupted = bool(ctx.all_reduce_max(int(stop["requested"])))
-        if interrupted or (save_every and (update + 1) % save_every == 0) or update + 1 == len(plan):
+        at_end = checkpoint_at_end and update + 1 == len(plan)
+        if interrupted or (save_every and (update + 1) % save_every == 0) or at_end:
             folder = trainer.save(checkpoints, data_position={"update": update + 1})
             if interrupted:
                 if ctx.is_main:

@@ -116,7 +116,12 @@ app.command("eval")(eval_command)
 app.command("rollout")(rollout_command)
 
 # Sub-commands other packages add through the `arpo.cli` entry-point group, and where to get the known ones.
-_KNOWN_PLUGINS = {"tools": "arpo-tools", "serve": "arpo-backends[serve]"}
+_KNOWN_PLUGINS = {
+    "tools": "arpo-tools",
+    "serve": "arpo-backends[serve]",
+    "sft": "arpo-backends",
+    "train": "arpo-backends",
+}
 
 
 def _add_plugins() -> None:

@@ -7,6 +7,7 @@ Python tool, graded from two-number products to three-operation expressions. Ans
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from arpo_core.data.samples import TAG_PROTOCOL_SYSTEM_PROMPT, Sample
 
@@ -38,8 +39,28 @@ def arithmetic_samples(
 BUILTIN = {"arith": arithmetic_samples}
 
 
-def builtin_samples(name: str, n: int = 100, seed: int = 0) -> list[Sample]:
+def _registered() -> dict[str, Any]:
+    """Datasets other packages register in the ``arpo.datasets`` entry-point group (arpo-tools: ``default``)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="arpo.datasets")}
+
+
+def builtin_names() -> list[str]:
+    return sorted({*BUILTIN, *_registered()})
+
+
+def builtin_samples(name: str, n: int | None = 100, seed: int = 0, split: str = "train") -> list[Sample]:
+    """``builtin:NAME`` samples: core's own (``arith``) or a registered one (``default``: arpo-tools' task).
+
+    ``split`` selects a registered dataset's held-out part (``test``); core's generated sets have no split, so
+    their ``test`` split is drawn with another seed."""
     key = name.removeprefix("builtin:")
-    if key not in BUILTIN:
-        raise ValueError(f"no built-in dataset {name!r}; choose one of: {', '.join('builtin:' + k for k in BUILTIN)}.")
-    return BUILTIN[key](n, seed)
+    registered = _registered()
+    if key in BUILTIN:
+        return BUILTIN[key](100 if n is None else n, seed if split == "train" else seed + 1_000_003)
+    if key in registered:
+        samples: list[Sample] = registered[key].load()(n, seed, split)
+        return samples
+    choices = ", ".join("builtin:" + k for k in builtin_names())
+    raise ValueError(f"no built-in dataset {name!r}; choose one of: {choices}.")

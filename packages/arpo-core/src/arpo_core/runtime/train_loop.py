@@ -185,6 +185,7 @@ class TrainLoop:
         log: Callable[[int, Mapping[str, float]], None] = lambda step, metrics: None,
         should_stop: Callable[[], bool] = lambda: False,
         on_publish: Callable[[int], None] = lambda version: None,
+        on_group: Callable[[FinishedGroup, bool], None] = lambda group, kept: None,
     ) -> None:
         if settings.groups_per_step < 1 or settings.steps < 0 or settings.max_staleness < 0:
             raise ValueError(
@@ -199,7 +200,9 @@ class TrainLoop:
         self.log = log
         self.should_stop = should_stop
         self.on_publish = on_publish
+        self.on_group = on_group
         self._saved_step = 0
+        self._published: anyio.Event | None = None  # set when a step's weights are out (the launch gate waits on it)
 
     # ------------------------------------------------------------------ collective instructions
     def _perform(self, message: tuple[str, Any]) -> Any:
@@ -236,6 +239,7 @@ class TrainLoop:
         result = LoopResult(start_step, 0, False, 0.0)
         engine.policy_version = self.trainer.policy_version
         self._saved_step = start_step
+        self._published = anyio.Event()
         try:
             if self.settings.mode == "sync":
                 await self._run_sync(engine, prompts, start_step, result)
@@ -256,14 +260,16 @@ class TrainLoop:
         send, receive = anyio.create_memory_object_stream[FinishedGroup](max_buffer_size=self.settings.groups_per_step)
         with receive:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(engine.run, prompts.forever(), send)
+                tg.start_soon(engine.run, self._gated(prompts), send)
                 for step in range(start, self.settings.steps):
                     waited = time.perf_counter()
                     groups: list[FinishedGroup] = []
                     dropped = 0
                     while len(groups) < self.settings.groups_per_step:
                         group = await receive.receive()
-                        if is_stale(group.policy_version, self.trainer.policy_version, self.settings.max_staleness):
+                        stale = is_stale(group.policy_version, self.trainer.policy_version, self.settings.max_staleness)
+                        self.on_group(group, not stale)
+                        if stale:
                             dropped += 1
                             continue
                         groups.append(group)
@@ -271,6 +277,21 @@ class TrainLoop:
                     if result.interrupted:
                         break
                 tg.cancel_scope.cancel()  # before the stream closes, so no producer sees a closed stream
+
+    async def _gated(self, prompts: PromptSource) -> AsyncIterator[PromptGroup]:
+        """Prompts, launched no further ahead than the staleness bound lets their groups be used (as AReaL's rate
+        limit): with trainer version v, at most (v − v₀ + max_staleness + 1) steps' worth of groups since the start.
+        Without the gate the engine would run ahead and its groups would be dropped as stale — wasted generation."""
+        first = self.trainer.policy_version
+        launched = 0
+        while True:
+            allowed = self.trainer.policy_version - first + self.settings.max_staleness + 1
+            while launched >= allowed * self.settings.groups_per_step:
+                assert self._published is not None
+                await self._published.wait()
+                allowed = self.trainer.policy_version - first + self.settings.max_staleness + 1
+            launched += 1
+            yield await prompts.next_group()
 
     async def _run_sync(self, engine: RolloutEngine, prompts: PromptSource, start: int, result: LoopResult) -> None:
         for step in range(start, self.settings.steps):
@@ -283,7 +304,9 @@ class TrainLoop:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(engine.run, batch_prompts, send)
                 async with receive:
-                    groups = [g async for g in receive]
+                    async for group in receive:
+                        self.on_group(group, True)
+                        groups.append(group)
             await self._train(engine, prompts, step, groups, 0, time.perf_counter() - waited, result)
             if result.interrupted:
                 break
@@ -304,12 +327,14 @@ class TrainLoop:
         metrics: dict[str, float] = dict(await anyio.to_thread.run_sync(self._collective, "step", batch))
         train_seconds = time.perf_counter() - began
         engine.policy_version = self.trainer.policy_version
+        assert self._published is not None
+        self._published.set()
+        self._published = anyio.Event()
         self.on_publish(self.trainer.policy_version)
         result.dropped_stale += dropped
         staleness = [trainer_version - g.policy_version for g in groups]
         metrics.update(group_metrics(groups))
         metrics.update(
-            step=float(step),
             groups_dropped_stale=float(dropped),
             staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
             staleness_max=float(max(staleness)) if staleness else 0.0,
