@@ -63,6 +63,7 @@ def run_sft(
     save_every: int,
     resume: str | None,
     checkpoint_at_end: bool = True,
+    handle_sigint: bool = True,
 ) -> Path:
     """The SFT loop on this rank (every rank runs it); returns the exported model folder."""
     from arpo_backends.sft import load_chat_tokenizer, load_sft_samples
@@ -90,7 +91,8 @@ def run_sft(
             f"backend {config.backend}" + (f", resuming at update {start}" if start else "")
         )
     stop = {"requested": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
+    if handle_sigint:  # (only the main thread may; arpo train handles Ctrl-C itself)
+        signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     metrics_file = output_dir / "metrics.jsonl"
     progress = _progress(len(plan), start, ctx.is_main)
     for update in range(start, len(plan)):

@@ -230,7 +230,7 @@ def _sft(cfg: Any, run_dir: Path) -> str:
     run_sft(
         data=demos, output_dir=run_dir / "sft", config=sft_config, epochs=cfg.sft.epochs,
         batch_size=cfg.sft.batch_size, max_length=cfg.sft.max_length, save_every=0, resume=None,
-        checkpoint_at_end=False,
+        checkpoint_at_end=False, handle_sigint=False,
     )  # fmt: skip
     gc.collect()
     return str(model_dir)
