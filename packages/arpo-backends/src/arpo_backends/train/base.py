@@ -27,6 +27,7 @@ from arpo_backends.train.config import TrainerConfig
 from arpo_backends.train.dist import DistContext, init_distributed
 from arpo_backends.train.lora import hf_state_items
 from arpo_backends.train.model import load_reference, model_folder
+from arpo_backends.train.selective import LogitSelector, predictor_mask, token_stats
 from arpo_backends.train.step import ppo_step, sft_step
 
 __all__ = ["BaseTrainer", "seed_everything"]
@@ -56,6 +57,8 @@ class BaseTrainer(ABC):
         if ref is not None:
             self.reference = ref.to(self.ctx.device)
         self.pad_token_id = 0
+        self._selector: LogitSelector | None = None
+        self._ref_selector: LogitSelector | None = None
         self._publisher: Any = None
         self._publisher_target: Any = None
 
@@ -88,21 +91,35 @@ class BaseTrainer(ABC):
         return metrics
 
     # -- ModelRunner ---------------------------------------------------------------------------------------------
-    def logits(self, mb: MicroBatch) -> torch.Tensor:
-        out = self.forward_module(
-            input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids
-        )
-        return out.logits  # type: ignore[no-any-return]
+    def _forward(self, module: Any, mb: MicroBatch) -> Any:
+        return module(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids)
 
-    def reference_logits(self, mb: MicroBatch) -> torch.Tensor | None:
+    def token_stats(self, mb: MicroBatch, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, T)`` logprobs (and entropies) of the loss tokens under the policy; the LM head runs only at their
+        predictor positions (``selective``)."""
+        if self._selector is None:
+            self._selector = LogitSelector(self.unwrapped)
+        with self._selector.select(predictor_mask(mb.loss_mask)):
+            logits = self._forward(self.forward_module, mb).logits
+        return token_stats(logits, mb.input_ids, mb.loss_mask, temperature=self.config.temperature, entropy=entropy)
+
+    def reference_log_probs(self, mb: MicroBatch) -> torch.Tensor | None:
+        """The KL reference's logprobs (the frozen initial model, or the LoRA model with adapters off)."""
         if self.config.loss.kl_coef <= 0:
             return None
         with torch.no_grad():
-            kwargs = {"input_ids": mb.input_ids, "attention_mask": mb.attention_mask, "position_ids": mb.position_ids}
             if self.reference is not None:
-                return self.reference(**kwargs).logits  # type: ignore[no-any-return]
-            with self.unwrapped.disable_adapter():  # type: ignore[operator]
-                return self.forward_module(**kwargs).logits  # type: ignore[no-any-return]
+                if self._ref_selector is None:
+                    self._ref_selector = LogitSelector(self.reference)
+                with self._ref_selector.select(predictor_mask(mb.loss_mask)):
+                    logits = self._forward(self.reference, mb).logits
+            else:
+                if self._selector is None:
+                    self._selector = LogitSelector(self.unwrapped)
+                with self.unwrapped.disable_adapter(), self._selector.select(predictor_mask(mb.loss_mask)):  # type: ignore[operator]
+                    logits = self._forward(self.forward_module, mb).logits
+        logp, _ = token_stats(logits, mb.input_ids, mb.loss_mask, temperature=self.config.temperature)
+        return logp
 
     @abstractmethod
     def backward(self, loss: torch.Tensor) -> None: ...

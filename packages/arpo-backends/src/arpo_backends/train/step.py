@@ -27,7 +27,7 @@ import torch
 
 from arpo_backends.batching import MicroBatch, TrajectorySample, collate, loss_scale, make_micro_batches
 from arpo_backends.batching.plan import partition_groups, plan_micro_batches
-from arpo_backends.loss import LossConfig, arpo_loss, entropy_moments, sum_metrics, token_entropy, token_log_probs
+from arpo_backends.loss import LossConfig, arpo_loss, entropy_moments, sum_metrics
 from arpo_backends.train.config import TrainerConfig
 from arpo_backends.train.dist import DistContext
 
@@ -37,12 +37,13 @@ __all__ = ["ModelRunner", "mini_batches", "ppo_step", "rank_micro_batches", "sft
 class ModelRunner(Protocol):
     """What a backend gives the shared step: forward passes, backward, and the optimiser update."""
 
-    def logits(self, mb: MicroBatch) -> torch.Tensor:
-        """``(B, T, V)`` logits of the policy being trained (with autograd when grad mode is on)."""
+    def token_stats(self, mb: MicroBatch, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, T)`` logprobs (with autograd when grad mode is on) and, if asked, entropies of the loss tokens
+        under the policy being trained (0 off the loss mask)."""
         ...
 
-    def reference_logits(self, mb: MicroBatch) -> torch.Tensor | None:
-        """``(B, T, V)`` logits of the KL reference (no grad), or ``None`` when the loss needs none."""
+    def reference_log_probs(self, mb: MicroBatch) -> torch.Tensor | None:
+        """``(B, T)`` logprobs of the KL reference (no grad), or ``None`` when the loss needs none."""
         ...
 
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -114,12 +115,10 @@ def _prepass(runner: ModelRunner, plans: list[list[MicroBatch]], config: Trainer
             logps: list[torch.Tensor] = []
             total = torch.zeros(3, dtype=torch.float64)
             for mb in plan:
-                logits = runner.logits(mb)
-                logps.append(token_log_probs(logits, mb.input_ids, temperature=config.temperature).detach())
-                if config.loss.entropy_aware_advantage:
-                    h = token_entropy(logits, temperature=config.temperature)
+                logp, h = runner.token_stats(mb, entropy=config.loss.entropy_aware_advantage)
+                logps.append(logp.detach())
+                if h is not None:
                     total += entropy_moments(h, mb.loss_mask).cpu()
-                del logits
             old.append(logps)
             if config.loss.entropy_aware_advantage:
                 summed = ctx.all_reduce_sum({"n": float(total[0]), "s1": float(total[1]), "s2": float(total[2])})
@@ -154,14 +153,8 @@ def ppo_step(
         for i, plan in enumerate(plans):
             outputs = []
             for j, mb in enumerate(plan):
-                logits = runner.logits(mb)
-                logp = token_log_probs(logits, mb.input_ids, temperature=config.temperature)
-                entropy = token_entropy(logits, temperature=config.temperature) if _needs_entropy(config.loss) else None
-                ref_logits = runner.reference_logits(mb)
-                ref = None
-                if ref_logits is not None:
-                    ref = token_log_probs(ref_logits, mb.input_ids, temperature=config.temperature)
-                del logits, ref_logits
+                logp, entropy = runner.token_stats(mb, entropy=_needs_entropy(config.loss))
+                ref = runner.reference_log_probs(mb)
                 out = arpo_loss(
                     logp,
                     prepass.old_log_probs[i][j] if prepass is not None else logp.detach(),
@@ -201,14 +194,15 @@ def sft_step(
     pad_token_id: int = 0,
 ) -> dict[str, float]:
     """One optimiser update of the SFT cold start: token-mean NLL on the loss-mask tokens of ``samples``."""
-    from arpo_backends.sft.loss import sft_micro_batch_loss
+    from arpo_backends.sft.loss import sft_loss
 
     if not samples:
         raise ValueError("sft_step got no demonstrations; a step needs at least one per rank.")
     outputs = []
     for mb in rank_micro_batches(samples, config, ctx, pad_token_id=pad_token_id):
         mb = mb.to(device)
-        out = sft_micro_batch_loss(runner.logits(mb), mb)
+        logp, _ = runner.token_stats(mb)
+        out = sft_loss(logp, mb.loss_mask, mb.scale)
         runner.backward(out.loss)
         outputs.append(out)
     norm, lr = runner.update()
