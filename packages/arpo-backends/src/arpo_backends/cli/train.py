@@ -454,6 +454,7 @@ def _finish_report(cfg: Any, run_dir: Path, state: _RunState, result: Any) -> No
         paths["plot"] = plot_training(run_dir / "metrics.jsonl", run_dir / "training.png")
     except (ImportError, ValueError) as err:
         typer.echo(f"(no plot: {err})")
+    (run_dir / "timings.json").write_text(json.dumps({**state.timings, "steps_done": result.steps_done}, indent=1))
     text = render_report(state.evals, paths=paths, timings=state.timings)
     text += f"\nRL steps done: {result.steps_done}; groups dropped as stale: {result.dropped_stale}\n"
     (run_dir / "report.md").write_text(text)
