@@ -9,13 +9,14 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from arpo_core.data.samples import TAG_PROTOCOL_SYSTEM_PROMPT, Sample
+from arpo_core.data.samples import Sample
 from arpo_tools.search.index import IndexSettings, SearchIndex
 from arpo_tools.search.worldgen import DATA_DIR, PASSAGES_FILE
 from arpo_tools.tasks import default_task
 from arpo_tools.tasks.default import (
     DATA_SOURCE,
     KINDS,
+    SYSTEM_PROMPT,
     TEST_COUNTS,
     TRAIN_COUNTS,
     _both_pool,
@@ -77,7 +78,7 @@ def test_samples_carry_the_tag_protocol_prompt_and_one_gold_answer() -> None:
     for split in ("train", "test"):
         for s in default_task(split=split):
             assert [m["role"] for m in s.messages] == ["system", "user"]
-            assert s.messages[0]["content"] == TAG_PROTOCOL_SYSTEM_PROMPT
+            assert s.messages[0]["content"] == SYSTEM_PROMPT
             assert s.question and len(s.ground_truth) == 1 and s.ground_truth[0]
             assert s.data_source == DATA_SOURCE == "builtin:default"
             assert s.extra["split"] == split and s.id.startswith(f"default-{s.extra['kind']}-")

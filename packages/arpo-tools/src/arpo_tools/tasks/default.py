@@ -47,13 +47,23 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from arpo_core.data.samples import TAG_PROTOCOL_SYSTEM_PROMPT, Sample
+from arpo_core.data.samples import Sample
 from arpo_tools.search import worldgen
+
+SYSTEM_PROMPT = (
+    "Answer with the tools. Think inside <think> </think>. Search with <search> query </search>; run Python with "
+    "<python> code </python> and print the result. Tool output comes back inside <result> </result>. End with "
+    "<answer> \\boxed{answer} </answer>."
+)
+"""The tag protocol of ``TAG_PROTOCOL_SYSTEM_PROMPT`` in fewer tokens (63 instead of 115 with SmolLM2's
+tokenizer): every prompt of the default task carries it, and on a 2-core CPU each token of every rollout and
+update counts."""
 
 __all__ = [
     "DATA_SOURCE",
     "KINDS",
     "SPLITS",
+    "SYSTEM_PROMPT",
     "TEST_COUNTS",
     "TEST_FRACTION",
     "TRAIN_COUNTS",
@@ -186,7 +196,7 @@ def _held_out(seed: int) -> frozenset[str]:
 
 
 def _messages(question: str) -> tuple[Mapping[str, str], ...]:
-    return ({"role": "system", "content": TAG_PROTOCOL_SYSTEM_PROMPT}, {"role": "user", "content": question})
+    return ({"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question})
 
 
 def _search_pool(seed: int, split: str) -> list[Sample]:
