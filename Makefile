@@ -37,8 +37,11 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# The main job on the embedded default: `arpo train` (SmolLM2-135M-Instruct, the bundled tool task, SFT cold start then
+# ARPO with FSDP on this CPU). A fresh run each time; the report ends the output, files stay in runs/default.
 demo: setup
-	$(BIN)/arpo demo
+	rm -rf runs/default
+	$(BIN)/arpo train --output-dir runs/default
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -33,7 +33,11 @@ PROMPT = [5, 17, 42, 99, 7, 250]
 def _train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "arpo_core.cli", "train", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "arpo_core.cli", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -113,3 +117,30 @@ def test_bad_input_fails_before_any_long_work(tmp_path: Path, args: list[str], m
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [*SMALL[:4], "50", *SMALL[5:], "--output-dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arpo_core.cli", "train", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").is_file() and _rows(run, "train"):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: checkpoint saved" in out
+    steps = [r["step"] for r in _rows(run, "train")]
+    assert 1 <= len(steps) < 50
+    saved = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    assert saved[-1] == f"step-{len(steps):06d}"  # the step that was running finished, then it saved

@@ -266,7 +266,11 @@ class TrainLoop:
                     groups: list[FinishedGroup] = []
                     dropped = 0
                     while len(groups) < self.settings.groups_per_step:
-                        group = await receive.receive()
+                        try:
+                            group = await receive.receive()
+                        except anyio.EndOfStream:  # the engine stopped: its own error surfaces from the task group
+                            await anyio.sleep(0)
+                            raise RuntimeError("the rollout engine stopped before the run's last step") from None
                         stale = is_stale(group.policy_version, self.trainer.policy_version, self.settings.max_staleness)
                         self.on_group(group, not stale)
                         if stale:
