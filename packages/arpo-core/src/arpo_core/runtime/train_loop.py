@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 
 from arpo_core.algo.advantages import group_advantages_from_config
@@ -269,7 +270,7 @@ class TrainLoop:
                         try:
                             group = await receive.receive()
                         except anyio.EndOfStream:  # the engine stopped: its own error surfaces from the task group
-                            await anyio.sleep(0)
+                            await anyio.lowlevel.checkpoint()
                             raise RuntimeError("the rollout engine stopped before the run's last step") from None
                         stale = is_stale(group.policy_version, self.trainer.policy_version, self.settings.max_staleness)
                         self.on_group(group, not stale)
