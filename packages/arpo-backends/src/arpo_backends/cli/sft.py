@@ -21,6 +21,8 @@ from typing import Annotated, Any
 
 import typer
 
+from arpo_backends.cli.options import Launcher, MasterAddr, MasterPort, Nnodes, NodeRank, NprocPerNode
+
 __all__ = ["app", "run_sft"]
 
 app = typer.Typer(add_completion=False, help="Supervised fine-tuning on demonstrations (the cold start before RL).")
@@ -172,14 +174,12 @@ def sft_command(
     ] = None,
     save_every: Annotated[int, typer.Option(min=0, help="Checkpoint every N updates (0: only at the end).")] = 0,
     resume: Annotated[str | None, typer.Option(help="'latest', a step number or a checkpoint folder.")] = None,
-    nproc_per_node: Annotated[
-        int, typer.Option(help="Processes (ranks) on this machine; >1 re-runs under the launcher.")
-    ] = 1,
-    nnodes: Annotated[int, typer.Option(help="Machines.")] = 1,
-    node_rank: Annotated[int, typer.Option(help="This machine's index.")] = 0,
-    master_addr: Annotated[str, typer.Option(help="Rendezvous address (machine 0).")] = "127.0.0.1",
-    master_port: Annotated[int | None, typer.Option(help="Rendezvous port (default: a free one).")] = None,
-    launcher: Annotated[str, typer.Option(help="torchrun or deepspeed.")] = "torchrun",
+    nproc_per_node: NprocPerNode = 1,
+    nnodes: Nnodes = 1,
+    node_rank: NodeRank = 0,
+    master_addr: MasterAddr = "127.0.0.1",
+    master_port: MasterPort = None,
+    launcher: Launcher = "torchrun",
 ) -> None:
     """Supervised fine-tuning on demonstrations, assistant tokens only (tool results masked)."""
     from arpo_backends.train.launch import LaunchOptions, maybe_relaunch

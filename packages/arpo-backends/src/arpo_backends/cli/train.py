@@ -35,6 +35,8 @@ from typing import Annotated, Any
 
 import typer
 
+from arpo_backends.cli.options import Launcher, MasterAddr, MasterPort, Nnodes, NodeRank, NprocPerNode
+
 __all__ = ["app", "train_command"]
 
 app = typer.Typer(
@@ -491,14 +493,12 @@ def train_command(
     ] = False,
     wandb: Annotated[str | None, typer.Option(help="Also log to Weights & Biases, in this project.")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
-    nproc_per_node: Annotated[
-        int, typer.Option(help="Processes (ranks) on this machine; >1 re-runs under the launcher.")
-    ] = 1,
-    nnodes: Annotated[int, typer.Option(help="Machines.")] = 1,
-    node_rank: Annotated[int, typer.Option(help="This machine's index.")] = 0,
-    master_addr: Annotated[str, typer.Option(help="Rendezvous address (machine 0).")] = "127.0.0.1",
-    master_port: Annotated[int | None, typer.Option(help="Rendezvous port (default: a free one).")] = None,
-    launcher: Annotated[str, typer.Option(help="torchrun or deepspeed.")] = "torchrun",
+    nproc_per_node: NprocPerNode = 1,
+    nnodes: Nnodes = 1,
+    node_rank: NodeRank = 0,
+    master_addr: MasterAddr = "127.0.0.1",
+    master_port: MasterPort = None,
+    launcher: Launcher = "torchrun",
 ) -> None:
     """Train a tool-using agent with ARPO; with no options, the embedded default that learns on a laptop CPU."""
     import os
