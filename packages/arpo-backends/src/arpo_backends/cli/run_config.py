@@ -51,8 +51,8 @@ class InferenceConfig(_Frozen):
     served_model_name: str | None = None
     """The model name the servers know; default: ``policy`` for arpo's own server, the trainer's model otherwise."""
     weight_sync: Literal["auto", "cpu_server", "vllm_lora", "vllm_nccl", "none"] = "auto"
-    """How weights reach the servers after each step. ``auto``: ``cpu_server`` for arpo's server; for given URLs
-    ``vllm_lora`` with LoRA, else ``vllm_nccl``."""
+    """How weights reach the servers after each step. ``auto``: ``cpu_server`` for arpo's server (started by the
+    run or given); for other servers ``vllm_lora`` with LoRA, else ``vllm_nccl``."""
     server_threads: int | None = Field(default=None, ge=1)
     """torch threads of the CPU server arpo starts (default: torch's choice)."""
     eval_concurrency: int = Field(default=16, ge=1)

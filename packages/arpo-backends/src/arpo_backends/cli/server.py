@@ -69,6 +69,14 @@ def _die_with_parent() -> None:
         pass
 
 
+def is_arpo_server(url: str, timeout: float = 10.0) -> bool:
+    """Whether ``url`` is arpo's CPU server (its ``/health`` reports a ``weight_version``; vLLM's is empty)."""
+    try:
+        return "weight_version" in _get(server_root(url) + "/health", timeout)
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return False
+
+
 @dataclass(frozen=True)
 class StartedServer:
     url: str

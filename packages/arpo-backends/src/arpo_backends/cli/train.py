@@ -157,11 +157,15 @@ def _open_tools(path: Path | None) -> Any:
 
 
 def _weight_target(cfg: Any, urls: tuple[str, ...], run_dir: Path) -> Any:
+    from arpo_backends.cli.server import is_arpo_server
     from arpo_core.runtime.trainer import WeightTarget
 
     kind = cfg.inference.weight_sync
-    if kind == "auto":
-        kind = "cpu_server" if not cfg.inference.rollout_urls else ("vllm_lora" if cfg.trainer.lora else "vllm_nccl")
+    if kind == "auto":  # arpo's CPU server (started here or given) reloads full weights; vLLM: LoRA or NCCL
+        if not cfg.inference.rollout_urls or all(is_arpo_server(u) for u in urls):
+            kind = "cpu_server"
+        else:
+            kind = "vllm_lora" if cfg.trainer.lora else "vllm_nccl"
     return WeightTarget(kind, urls, run_dir / "weights")
 
 
