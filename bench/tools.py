@@ -6,8 +6,11 @@ python tool: arpo's sandboxed server (``python -m arpo_tools.python_tool``: a ca
 with every isolation layer the kernel allows) against the reference's way, a fresh ``python -c`` subprocess per
 call with no sandbox, served by a minimal MCP server over stdio too (``bench/tools.py --serve-baseline``), so
 both sides pay the same MCP round trip. Measured: latency p50/p99 of sequential calls (``print(1)``, and code
-that imports numpy and sympy), and calls/s with 2 and 16 calls in flight on one session (as a rollout engine
-keeps one long-lived session per server). The ratio column is baseline ÷ arpo (higher is better).
+that imports numpy and sympy), the CPU time those calls cost this client and the server's whole process tree
+together (per call; far steadier than times when other work shares the machine), and calls/s with 2 and 16
+calls in flight on one session (as a rollout engine keeps one long-lived session per server). The ratio column is
+baseline ÷ arpo (higher is better). ``PYTHONPATH`` is passed on to arpo's server: point it at another checkout's
+``packages/arpo-tools/src`` to measure that version (alternate the runs: the machines are noisy).
 
 Goals (issue 3): ≥ 3× faster than the baseline with the full sandbox, p50 ≤ 5 ms. Nothing here is asserted; the
 machines are noisy, so compare the ratios of one run. Add further tool sections as functions returning ``Row``s.
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import anyio
 from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
 
 TRIVIAL = "print(1)"
 HEAVY = "import numpy, sympy\nprint(numpy.arange(4).sum(), sympy.factorint(360))"
@@ -66,7 +69,11 @@ def serve_baseline() -> None:
 
 
 def arpo_server() -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "arpo_tools.python_tool"])
+    """arpo's python tool server; it gets ``PYTHONPATH`` when set, so another checkout's code can be measured."""
+    env = get_default_environment()
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return StdioServerParameters(command=sys.executable, args=["-m", "arpo_tools.python_tool"], env=env)
 
 
 def baseline_server() -> StdioServerParameters:
@@ -93,20 +100,65 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latencies(params: StdioServerParameters, code: str, calls: int) -> list[float]:
-    """Seconds per call, ``calls`` sequential calls after 10 warm-up calls."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds of ``root`` and every process below it, the reaped ones included (Linux ``/proc``)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(value) for value in fields[11:15]) / _TICK  # utime stime cutime cstime
+    total, frontier = 0.0, [root]
+    while frontier:
+        pid = frontier.pop()
+        total += times.get(pid, 0.0)
+        frontier.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+def _own_cpu_s() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+async def latencies(params: StdioServerParameters, code: str, calls: int) -> tuple[list[float], float]:
+    """Seconds per call, ``calls`` sequential calls after 10 warm-up calls; and the CPU seconds per call of this
+    client and the whole server process tree together (less sensitive to other work on the machine than times)."""
     out: list[float] = []
+    cpu: list[float] = []
 
     async def work(session: ClientSession) -> None:
         for _ in range(10):
             await _call(session, code)
+        servers = _children(os.getpid())
+        before = _own_cpu_s() + sum(map(_tree_cpu_s, servers))
         for _ in range(calls):
             start = time.perf_counter()
             await _call(session, code)
             out.append(time.perf_counter() - start)
+        cpu.append((_own_cpu_s() + sum(map(_tree_cpu_s, servers)) - before) / calls)
 
     await _with_session(params, work)
-    return out
+    return out, cpu[0]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 async def throughput(params: StdioServerParameters, code: str, calls: int, in_flight: int) -> float:
@@ -147,14 +199,15 @@ def raw_subprocess_ms(calls: int) -> float:
 async def python_tool_rows(calls: int, concurrent_calls: int) -> list[Row]:
     rows: list[Row] = []
     for label, code, n in (("print(1)", TRIVIAL, calls), ("import numpy+sympy", HEAVY, max(20, calls // 5))):
-        ours = await latencies(arpo_server(), code, n)
-        base = await latencies(baseline_server(), code, n)
+        ours, ours_cpu = await latencies(arpo_server(), code, n)
+        base, base_cpu = await latencies(baseline_server(), code, n)
         rows.append(
             Row(f"python {label}: latency p50", _percentile(ours, 0.5) * 1e3, _percentile(base, 0.5) * 1e3, "ms")
         )
         rows.append(
             Row(f"python {label}: latency p99", _percentile(ours, 0.99) * 1e3, _percentile(base, 0.99) * 1e3, "ms")
         )
+        rows.append(Row(f"python {label}: CPU per call", ours_cpu * 1e3, base_cpu * 1e3, "ms"))
     for in_flight in (2, 16):
         ours_rate = await throughput(arpo_server(), TRIVIAL, concurrent_calls, in_flight)
         base_rate = await throughput(baseline_server(), TRIVIAL, concurrent_calls, in_flight)

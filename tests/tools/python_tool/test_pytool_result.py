@@ -83,7 +83,12 @@ def test_config_is_frozen_strict_and_maps_to_the_zygotes_limits() -> None:
     limits = config.to_limits()
     assert SandboxLimits.from_json(limits.to_json()) == limits
     assert json.loads(limits.to_json())["memory_mb"] == 256
-    assert limits.slots == config.max_concurrent + config.prefork
+    # Two zygotes by default (light: math, numpy; full: + sympy), the full one keeping half the pool.
+    assert (limits.light_modules, limits.full_only, limits.full_prefork) == (("math", "numpy"), ("sympy",), 2)
+    assert limits.slots == config.max_concurrent + config.prefork + limits.full_prefork
+    single = PythonToolConfig(light_preload=()).to_limits()
+    assert (single.light_modules, single.full_only, single.full_prefork) == (("math", "numpy", "sympy"), (), 0)
+    assert single.slots == config.max_concurrent + config.prefork
 
 
 def test_every_config_field_is_documented_with_its_default() -> None:

@@ -1,12 +1,14 @@
 """The sandboxed Python tool of ARPO as an MCP server.
 
 Processes: the MCP server → the relay (per-call bookkeeping) → the zygote (preloaded, forks one sandbox per
-call) → the sandbox (runs one call's code, then exits).
+call; a second, full zygote, its child, for the calls that name sympy) → the sandbox (runs one call's code, then
+exits).
 
 Modules (each says which protections it applies): ``config`` (``PythonToolConfig``), ``server``
-(``build_server``, ``probe_layers``), ``supervisor`` (the server's side: starts and restarts the relay),
-``relay``, ``zygote``, ``sandbox`` (the isolation layers), ``cgroups``, ``limits`` (rlimits), ``runner`` (runs the
-code in the sandbox), ``result`` (the text the model reads), ``layers`` (the report), ``syscalls`` (ctypes).
+(``build_server``, ``probe_layers``), ``stdio`` (MCP over stdio without worker threads), ``supervisor`` (the
+server's side: starts and restarts the relay), ``relay``, ``zygote``, ``sandbox`` (the isolation layers),
+``cgroups``, ``limits`` (rlimits), ``runner`` (runs the code in the sandbox), ``result`` (the text the model
+reads), ``layers`` (the report), ``syscalls`` (ctypes).
 
 Names are imported lazily: the relay and zygote import this package and must not pull in pydantic or mcp (every
 call is a fork of the zygote: what it imports, each call copies).

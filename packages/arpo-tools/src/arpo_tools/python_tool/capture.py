@@ -49,6 +49,8 @@ class Sandbox:
     outbox: bytes = b""
     """Request bytes not yet written to the sandbox's control socket."""
     finished: bool = False
+    zygote: Any = None
+    """The relay's link to the zygote that forked it (where ``K`` goes)."""
 
     def read(self, fd: int) -> bool:
         """Read what is there on stdout or stderr; False at end of file."""

@@ -7,8 +7,12 @@ controllers are delegated to the zygote's cgroup; anything else is reported as o
 
 Protections applied here: ``pids.max`` = ``max_processes`` (stops a fork bomb); memory limit = ``memory_mb`` plus
 the preloaded interpreter's resident size (pages the call copies from the zygote are charged to it), swap none.
-The zygote sweeps a slot (SIGKILL to whatever is left in it) before reusing it and removes the tree at exit;
-trees of dead zygotes are removed at the next start.
+The slot cgroups are created once, at the zygote's start, and reused by every call of their slot (one call at a
+time): a call pays only for joining them. Before a slot is reused the zygote checks that it is empty (``pids.current``,
+one ``pread``) and otherwise sweeps it (SIGKILL to whatever is left in it); it removes the tree at exit; trees of dead
+zygotes are removed at the next start. The OOM-kill counter is read through a descriptor kept open, at each fork and
+reap. With two zygotes (see ``zygote.py``) the light one creates the tree, sized on its own resident size: the 64 MB
+of headroom covers the pages a call may copy from the full one.
 """
 
 from __future__ import annotations
@@ -26,18 +30,56 @@ _ROOT = "/sys/fs/cgroup"
 _PREFIX = "arpo-python-"
 
 
+def _read_counter(fd: int, key: str) -> int | None:
+    """The value of ``key`` in a ``key value`` file (or of the whole file when ``key`` is empty), by ``pread``."""
+    text = os.pread(fd, 4096, 0).decode("ascii", "replace")
+    if not key:
+        return int(text.strip() or 0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return None
+
+
 @dataclass(slots=True)
 class CgroupSlot:
-    """The cgroup directories of one slot (one per controller) and open ``cgroup.procs`` descriptors."""
+    """The cgroup directories of one slot (one per controller) and open ``cgroup.procs`` descriptors.
+
+    ``events_fd`` (``memory.events`` or ``memory.oom_control``) and ``pids_current_fd`` (``pids.current``) stay open
+    in the zygote (``-1`` where absent); a sandbox closes them with everything else it does not need.
+    """
 
     dirs: list[str]
     procs_fds: list[int] = field(default_factory=list)
     memory_dir: str | None = None
+    events_fd: int = -1
+    pids_current_fd: int = -1
 
     def join(self) -> None:
         """Move the calling process into every cgroup of the slot."""
         for fd in self.procs_fds:
             os.write(fd, b"0")
+
+    def open_counters(self) -> None:
+        """Open the files read for each call (once, in the zygote)."""
+        if self.memory_dir is not None:
+            for name in ("memory.events", "memory.oom_control"):
+                with contextlib.suppress(OSError):
+                    self.events_fd = os.open(os.path.join(self.memory_dir, name), os.O_RDONLY | os.O_CLOEXEC)
+                    break
+        for directory in self.dirs:
+            with contextlib.suppress(OSError):
+                self.pids_current_fd = os.open(os.path.join(directory, "pids.current"), os.O_RDONLY | os.O_CLOEXEC)
+                break
+
+    def is_empty(self) -> bool:
+        """No process left in the slot: ``pids.current`` is 0 (one ``pread``), else the ``cgroup.procs`` lists."""
+        if self.pids_current_fd >= 0:
+            with contextlib.suppress(OSError, ValueError):
+                if _read_counter(self.pids_current_fd, "") == 0:
+                    return True
+        return not self.pids()
 
     def pids(self) -> list[int]:
         found: set[int] = set()
@@ -51,6 +93,8 @@ class CgroupSlot:
 
     def sweep(self, rounds: int = 50) -> bool:
         """SIGKILL everything left in the slot; True when it is empty."""
+        if self.is_empty():
+            return True
         for _ in range(rounds):
             pids = self.pids()
             if not pids:
@@ -65,6 +109,9 @@ class CgroupSlot:
         """How many processes the kernel's OOM killer has killed in this slot's memory cgroup so far."""
         if self.memory_dir is None:
             return 0
+        if self.events_fd >= 0:
+            with contextlib.suppress(OSError, ValueError):
+                return _read_counter(self.events_fd, "oom_kill") or 0
         for name in ("memory.events", "memory.oom_control"):
             try:
                 with open(os.path.join(self.memory_dir, name)) as events:
@@ -77,10 +124,13 @@ class CgroupSlot:
         return 0
 
     def close(self) -> None:
-        for fd in self.procs_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Close every descriptor of the slot."""
+        for fd in [*self.procs_fds, self.events_fd, self.pids_current_fd]:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self.procs_fds.clear()
+        self.events_fd = self.pids_current_fd = -1
 
 
 def _mounts() -> tuple[dict[str, str], str | None]:
@@ -199,6 +249,7 @@ class CgroupTree:
             slot = CgroupSlot(dirs_per_slot[i], memory_dir=memory_dirs[i])
             for directory in slot.dirs:
                 slot.procs_fds.append(os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+            slot.open_counters()
             slots.append(slot)
         return cls(slots, bases), layers
 

@@ -13,7 +13,10 @@ __all__ = ["LAYER_NAMES", "Layer", "format_layers"]
 
 LAYER_NAMES: dict[str, str] = {
     "pid-namespace": "own PID namespace: sees and signals only its own processes; all die when the call ends",
-    "network-namespace": "own network namespace: no interface but a downed loopback, so no network at all",
+    "network-namespace": (
+        "own network namespace (one per slot, never two calls in one at once): no interface but a downed "
+        "loopback, so no network at all"
+    ),
     "ipc-uts-namespace": "own IPC and hostname namespaces",
     "mount-namespace": "own mount namespace (nothing it mounts is seen outside)",
     "read-only-root": "every file system read-only",

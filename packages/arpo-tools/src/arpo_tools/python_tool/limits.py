@@ -38,15 +38,33 @@ class SandboxLimits:
     stderr_tail_lines: int = 20
     scratch_mb: int = 64
     preload: tuple[str, ...] = ("math", "numpy", "sympy")
+    light_preload: tuple[str, ...] = ("math", "numpy")
     max_concurrent: int = 8
     prefork: int = 4
     sandbox_uid_base: int = 0x70000000
     masked_paths: tuple[str, ...] = ("/run", "/home", "/root", "/mnt", "/media", "/srv")
 
     @property
+    def full_only(self) -> tuple[str, ...]:
+        """Modules of ``preload`` that only the full zygote imports; empty: a single zygote (see ``zygote.py``)."""
+        if not self.light_preload:
+            return ()
+        return tuple(name for name in self.preload if name not in self.light_preload)
+
+    @property
+    def light_modules(self) -> tuple[str, ...]:
+        """What the first zygote imports: all of ``preload`` with a single zygote, else its light part."""
+        return tuple(name for name in self.preload if name not in self.full_only)
+
+    @property
+    def full_prefork(self) -> int:
+        """Sandboxes the full zygote keeps forked ahead (the light one keeps ``prefork``)."""
+        return (self.prefork + 1) // 2 if self.full_only else 0
+
+    @property
     def slots(self) -> int:
         """Sandboxes alive at once: those running code plus those forked ahead and waiting."""
-        return self.max_concurrent + self.prefork
+        return self.max_concurrent + self.prefork + self.full_prefork
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -54,7 +72,7 @@ class SandboxLimits:
     @classmethod
     def from_json(cls, text: str) -> SandboxLimits:
         raw: dict[str, Any] = json.loads(text)
-        for key in ("preload", "masked_paths"):
+        for key in ("preload", "light_preload", "masked_paths"):
             raw[key] = tuple(raw[key])
         return cls(**raw)
 
@@ -68,7 +86,7 @@ def _set(which: int, soft: int, hard: int | None = None) -> None:
     resource.setrlimit(which, (soft, hard))
 
 
-def apply_rlimits(limits: SandboxLimits, *, base_address_space: int, nproc: int) -> None:
+def apply_rlimits(limits: SandboxLimits, base_address_space: int, nproc: int) -> None:
     """Set the hard limits of the calling process (irreversible for a process without CAP_SYS_RESOURCE)."""
     _set(resource.RLIMIT_AS, base_address_space + limits.memory_mb * _MB)
     _set(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1)

@@ -2,20 +2,26 @@
 
 Started by the server (``python -m arpo_tools.python_tool.relay --control-fd N``, minimal environment, own session,
 stdout not inherited). It receives the limits, forks the zygote before importing anything heavy (``zygote.py``),
-forwards the zygote's hello, then serves calls: per call the server passes one end of a fresh socket pair over
-the control socket (``SCM_RIGHTS``), writes a length-prefixed JSON request on it and reads one length-prefixed
-JSON outcome back; closing it early cancels the call.
+forwards the zygote's hello, then serves calls: per call the server writes a length-prefixed JSON request into a
+fresh socket pair and passes one end of it over the control socket (``SCM_RIGHTS``); the relay reads the request
+as soon as it gets the socket and writes one length-prefixed JSON outcome back; closing it early cancels the
+call. Once the outcome is sent, the zygote is told to kill what is left of the sandbox.
 
 Why a separate process: after each fork every page of the zygote is shared copy-on-write, so per-call Python
 work done there costs page copies, and a fork blocks its caller for milliseconds. Here the relay never forks;
 it asks the zygote for sandboxes (``F``), gets them back as file descriptors (``S``), and learns of their end
 (``R``), so a result is never held up by the fork of the next sandbox.
 
+With two zygotes (``limits.full_only``, see ``zygote.py``) the relay gets the full one's socket with the light
+one's hello, waits for it to be ready too, and sends each call to the full zygote when its code names one of those
+modules (as a word: ``sympy``), to the light one otherwise; each keeps its own sandboxes ready.
+
 Protections applied here: ``prefork`` sandboxes are kept ready (each runs exactly one call); the wall-clock
 deadline has the zygote SIGKILL the sandbox's PID namespace (or process group); stdout is kept up to
-``max_output_bytes`` and the rest counted and dropped, stderr keeps its tail; a slot (uid + cgroups) is reused only
-after its process is reaped and its cgroups swept. When the server closes the control socket the relay exits, and
-the zygote, seeing its socket close, kills every sandbox and exits too.
+``max_output_bytes`` and the rest counted and dropped, stderr keeps its tail; a slot (uid, cgroups, network
+namespace) goes to one sandbox at a time, and is reused only after its process is reaped and its cgroups are
+empty. When the server closes the control socket the relay exits, and the zygotes, seeing their sockets close,
+kill every sandbox and exit too.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import contextlib
 import heapq
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -45,27 +52,43 @@ _FAILURES_BEFORE_PAUSE = 3
 
 
 @dataclass(eq=False, slots=True)
+class _Link:
+    """One zygote as the relay sees it: its socket, its sandboxes, the calls waiting for one of them."""
+
+    sock: socket.socket
+    prefork: int
+    ready: collections.deque[Sandbox] = field(default_factory=collections.deque)
+    pending: collections.deque[_Call] = field(default_factory=collections.deque)
+    children: dict[int, Sandbox] = field(default_factory=dict)  # its pids (each zygote may have its own PID space)
+    forking: int = 0
+
+
+@dataclass(eq=False, slots=True)
 class _Call:
     sock: socket.socket
     inbox: bytearray = field(default_factory=bytearray)
     request: dict[str, Any] | None = None
     outbox: bytes = b""
     child: Sandbox | None = None
+    link: _Link | None = None
 
 
 class Relay:
-    """The per-call event loop (single-threaded, ``selectors``)."""
+    """The per-call event loop (single-threaded, ``selectors``).
 
-    def __init__(self, control: socket.socket, zygote: socket.socket, limits: SandboxLimits) -> None:
+    ``zygotes``: the light zygote, then (where ``limits.full_only`` names modules) the full one; a call whose code
+    names one of those modules (as a word) goes to the full zygote, every other to the light one. The slots are
+    shared: a slot is handed to one zygote at a time.
+    """
+
+    def __init__(self, control: socket.socket, zygotes: list[socket.socket], limits: SandboxLimits) -> None:
         self.control = control
-        self.zygote = zygote
         self.limits = limits
+        self.links = [_Link(sock, limits.prefork if i == 0 else limits.full_prefork) for i, sock in enumerate(zygotes)]
+        names = "|".join(re.escape(name) for name in limits.full_only)
+        self.full_pattern = re.compile(rf"\b(?:{names})\b") if names and len(self.links) > 1 else None
         self.sel = selectors.DefaultSelector()
-        self.children: dict[int, Sandbox] = {}
-        self.ready: collections.deque[Sandbox] = collections.deque()
-        self.pending: collections.deque[_Call] = collections.deque()
         self.free_slots: collections.deque[int] = collections.deque(range(limits.slots))
-        self.forking = 0
         self.deadlines: list[tuple[float, int, Sandbox]] = []
         self.sequence = 0
         self.setup_failures = 0
@@ -74,80 +97,86 @@ class Relay:
 
     # ------------------------------------------------------------------------------------------ sandboxes
 
-    def _fork(self) -> bool:
+    def _route(self, code: str) -> _Link:
+        if self.full_pattern is not None and self.full_pattern.search(code):
+            return self.links[1]
+        return self.links[0]
+
+    def _fork(self, link: _Link) -> bool:
         """Ask the zygote for one more sandbox; False when no slot is free."""
         if not self.free_slots:
             return False
         slot = self.free_slots.popleft()
-        self._tell_zygote(f"F {slot}")
-        self.forking += 1
+        self._tell_zygote(link, f"F {slot}")
+        link.forking += 1
         return True
 
-    def _tell_zygote(self, message: str) -> None:
+    def _tell_zygote(self, link: _Link, message: str) -> None:
         try:
-            self.zygote.send(message.encode())
+            link.sock.send(message.encode())
         except OSError:
             self.stopping = True  # the zygote is gone: so are its sandboxes; the server starts afresh
 
     def _refill(self) -> None:
-        """Keep ``prefork`` sandboxes ready or on their way, plus one for each call waiting for one."""
-        while not self.stopping and len(self.ready) + self.forking < self.limits.prefork + len(self.pending):
-            failing = self.setup_failures >= _FAILURES_BEFORE_PAUSE
-            if failing and (self.ready or self.forking or not self.pending):
-                return  # set-up keeps failing: try again only for a waiting call, one at a time
-            if not self._fork():
-                return  # every slot busy: the next reap frees one
+        """Keep each zygote's ``prefork`` sandboxes ready or on their way, plus one for each call waiting for one."""
+        for link in self.links:
+            while not self.stopping and len(link.ready) + link.forking < link.prefork + len(link.pending):
+                failing = self.setup_failures >= _FAILURES_BEFORE_PAUSE
+                if failing and (link.ready or link.forking or not link.pending):
+                    break  # set-up keeps failing: try again only for a waiting call, one at a time
+                if not self._fork(link):
+                    return  # every slot busy: the next reap frees one
 
-    def _on_sandbox(self, message: str, fds: list[int]) -> None:
+    def _on_sandbox(self, link: _Link, message: str, fds: list[int]) -> None:
         _, slot, pid = message.split()
-        self.forking -= 1
+        link.forking -= 1
         ctl, out, err = fds
         os.set_blocking(out, False)
         os.set_blocking(err, False)
         sock = socket.socket(fileno=ctl)
         sock.setblocking(False)
-        child = Sandbox(int(pid), int(slot), sock, out, err, cap=self.limits.max_output_bytes)
-        self.children[child.pid] = child
+        child = Sandbox(int(pid), int(slot), sock, out, err, cap=self.limits.max_output_bytes, zygote=link)
+        link.children[child.pid] = child
         self.sel.register(out, selectors.EVENT_READ, ("out", child))
         self.sel.register(err, selectors.EVENT_READ, ("err", child))
-        self.ready.append(child)
+        link.ready.append(child)
         self._dispatch()
 
-    def _on_fork_error(self, message: str) -> None:
+    def _on_fork_error(self, link: _Link, message: str) -> None:
         _, slot, why = message.split(" ", 2)
-        self.forking -= 1
+        link.forking -= 1
         self.free_slots.append(int(slot))
         self.last_setup_error = why
         self.setup_failures += 1
-        while self.pending and not self.ready and not self.forking:
-            self._reply(self.pending.popleft(), {"setup_error": why})
+        while link.pending and not link.ready and not link.forking:
+            self._reply(link.pending.popleft(), {"setup_error": why})
 
-    def _on_reaped(self, message: str) -> None:
+    def _on_reaped(self, link: _Link, message: str) -> None:
         _, pid, code, cpu, oom = message.split()
-        child = self.children.pop(int(pid), None)
+        child = link.children.pop(int(pid), None)
         if child is None:
             return
         child.exit_code, child.cpu_s, child.oom_killed = int(code), float(cpu), oom == "1"
-        if child in self.ready:  # died before it was given a call: its set-up failed
-            self.ready.remove(child)
+        if child in link.ready:  # died before it was given a call: its set-up failed
+            link.ready.remove(child)
             child.drain()
             child.finished = True
             self.last_setup_error = child.setup_error()
             self.setup_failures += 1
             self._close_child_io(child)
-            if self.pending and not self.ready and self.setup_failures >= _FAILURES_BEFORE_PAUSE:
-                for call in list(self.pending):
+            if link.pending and not link.ready and self.setup_failures >= _FAILURES_BEFORE_PAUSE:
+                for call in list(link.pending):
                     self._reply(call, {"setup_error": self.last_setup_error})
-                self.pending.clear()
+                link.pending.clear()
         elif child.call is not None:
             self._finish(child)
         self.free_slots.append(child.slot)
-        self._refill()
         self._dispatch()
 
     def _dispatch(self) -> None:
-        while self.pending and self.ready and not self.stopping:
-            self._start(self.pending.popleft(), self.ready.popleft())
+        for link in self.links:
+            while link.pending and link.ready and not self.stopping:
+                self._start(link.pending.popleft(), link.ready.popleft())
         self._refill()
 
     def _start(self, call: _Call, child: Sandbox) -> None:
@@ -187,7 +216,7 @@ class Relay:
 
     def _kill(self, child: Sandbox) -> None:
         if child.exit_code is None:
-            self._tell_zygote(f"K {child.pid}")
+            self._tell_zygote(child.zygote, f"K {child.pid}")
 
     def _close_child_io(self, child: Sandbox) -> None:
         for fd in (child.out, child.err):
@@ -205,11 +234,11 @@ class Relay:
             return
         child.finished = True
         child.drain()
-        self._kill(child)
         call, child.call = child.call, None
         self._close_child_io(child)
         if call is not None:
             self._reply(call, child.outcome())
+        self._kill(child)  # after the reply, which is then on its way while the zygote does this
 
     def _reply(self, call: _Call, outcome: dict[str, Any]) -> None:
         payload = json.dumps(outcome).encode()
@@ -247,10 +276,11 @@ class Relay:
             sock.setblocking(False)
             call = _Call(sock)
             self._watch(sock, selectors.EVENT_READ, ("call", call))
+            self._on_call(call, selectors.EVENT_READ)  # the server writes the request first: it is usually there
 
-    def _on_zygote(self) -> None:
+    def _on_zygote(self, link: _Link) -> None:
         try:
-            message, ancillary, _, _ = self.zygote.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
+            message, ancillary, _, _ = link.sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
         except BlockingIOError:
             return
         except OSError:
@@ -260,11 +290,11 @@ class Relay:
             return
         text = message.decode("utf-8", "replace")
         if text.startswith("S "):
-            self._on_sandbox(text, _fds(ancillary))
+            self._on_sandbox(link, text, _fds(ancillary))
         elif text.startswith("R "):
-            self._on_reaped(text)
+            self._on_reaped(link, text)
         elif text.startswith("E "):
-            self._on_fork_error(text)
+            self._on_fork_error(link, text)
 
     def _on_call(self, call: _Call, events: int) -> None:
         if events & selectors.EVENT_WRITE:
@@ -279,8 +309,8 @@ class Relay:
         if not data:  # the server hung up: cancel
             self._unwatch(call.sock)
             call.sock.close()
-            if call in self.pending:
-                self.pending.remove(call)
+            if call.link is not None and call in call.link.pending:
+                call.link.pending.remove(call)
             child = call.child
             if child is not None and not child.finished:
                 child.call = None
@@ -297,7 +327,8 @@ class Relay:
             if len(call.inbox) >= 4 + size:
                 call.request = json.loads(call.inbox[4 : 4 + size])
                 call.inbox.clear()
-                self.pending.append(call)
+                call.link = self._route(str(call.request.get("code", "")))
+                call.link.pending.append(call)
                 self._dispatch()
 
     def _on_ctl(self, child: Sandbox, events: int) -> None:
@@ -342,9 +373,10 @@ class Relay:
 
     def serve(self) -> None:
         self.control.setblocking(False)
-        self.zygote.setblocking(False)
         self.sel.register(self.control, selectors.EVENT_READ, ("control", None))
-        self.sel.register(self.zygote, selectors.EVENT_READ, ("zygote", None))
+        for link in self.links:
+            link.sock.setblocking(False)
+            self.sel.register(link.sock, selectors.EVENT_READ, ("zygote", link))
         self._refill()
         while not self.stopping:
             timeout = max(0.0, self.deadlines[0][0] - time.monotonic()) if self.deadlines else None
@@ -353,7 +385,7 @@ class Relay:
                 if kind == "control":
                     self._on_control()
                 elif kind == "zygote":
-                    self._on_zygote()
+                    self._on_zygote(obj)
                 elif kind == "call":
                     self._on_call(obj, events)
                 elif kind == "ctl":
@@ -390,15 +422,26 @@ def main(argv: list[str] | None = None) -> None:
 
         run_zygote(theirs, limits)
     theirs.close()
-    hello = ours.recv(1 << 20)
-    if not hello:
+    message, ancillary, _, _ = ours.recvmsg(1 << 20, socket.CMSG_SPACE(4))
+    if not message:
         _, status = os.waitpid(pid, 0)
         raise SystemExit(f"the zygote exited at start (status {os.waitstatus_to_exitcode(status)})")
-    control.send(json.dumps({**json.loads(hello), "zygote_pid": pid}).encode())
-    relay = Relay(control, ours, limits)
+    hello = json.loads(message)
+    zygotes = [ours]
+    for fd in _fds(ancillary):  # the full zygote's socket (see zygote.py): wait for it to be ready too
+        full = socket.socket(fileno=fd)
+        zygotes.append(full)
+        ready = full.recv(1 << 20)
+        if not ready:
+            raise SystemExit("the full zygote exited at start")
+        for name, error in json.loads(ready).get("preload_errors", {}).items():
+            hello["preload_errors"][name] = error
+    control.send(json.dumps({**hello, "zygote_pid": pid}).encode())
+    relay = Relay(control, zygotes, limits)
     signal.signal(signal.SIGTERM, lambda *_: setattr(relay, "stopping", True))
     relay.serve()
-    ours.close()  # the zygote kills its sandboxes and exits
+    for sock in zygotes:
+        sock.close()  # each zygote kills its sandboxes and exits
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
 

@@ -1,6 +1,7 @@
 """The ``python`` MCP server: one tool that runs Python 3 code in a fresh sandbox and returns its stdout.
 
-``build_server(config)`` returns an ``MCPServer`` (the official SDK, mcp 2.x) with:
+``build_server(config)`` returns an ``MCPServer`` (the official SDK, mcp 2.x; over stdio its lines move without
+worker threads, see ``stdio.py``) with:
 
 * tool ``python(code, timeout=None)``: runs ``code`` in a process forked from a warm zygote (math, numpy and sympy
   already imported), isolated as ``sandbox://layers`` reports; the result's text is stdout, then stderr's last
@@ -26,6 +27,7 @@ from pydantic import Field
 from arpo_tools.python_tool.config import PythonToolConfig
 from arpo_tools.python_tool.layers import Layer, format_layers
 from arpo_tools.python_tool.result import format_result
+from arpo_tools.python_tool.stdio import ThreadlessStdioServer
 from arpo_tools.python_tool.supervisor import PythonSandbox
 
 __all__ = ["build_server", "probe_layers"]
@@ -62,7 +64,7 @@ def build_server(config: PythonToolConfig | None = None) -> MCPServer:
         async with sandbox:
             yield {"sandbox": sandbox}
 
-    server: MCPServer = MCPServer(
+    server: MCPServer = ThreadlessStdioServer(
         "arpo-python",
         instructions=(
             "Sandboxed Python 3 interpreter (tool `python`). Read the resource sandbox://layers for the isolation "

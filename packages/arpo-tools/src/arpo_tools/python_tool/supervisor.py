@@ -5,8 +5,10 @@ zygote (forked by the relay; preloaded; forks one sandbox per call). Neither is 
 minimal environment (none of the server's variables, so no secret can reach a call even through them), ``cwd=/``,
 their own session, and stdout on /dev/null (under stdio, stdout is the MCP channel).
 
-Per call: a fresh socket pair; one end goes to the relay over the control socket (``SCM_RIGHTS``), the request
-and the reply travel on the other, read with a size cap. Closing it (a cancelled tool call) kills the sandbox.
+Per call: a fresh socket pair; the request is written into it first (it waits in the socket's buffer, so the
+relay finds it as soon as it gets the socket), then one end goes to the relay over the control socket
+(``SCM_RIGHTS``); the reply comes back on the other, read with a size cap, straight from the non-blocking socket
+(no stream object per call: it is on every call's path). Closing it (a cancelled tool call) kills the sandbox.
 Calls at once are bounded by ``max_concurrent`` (a ``CapacityLimiter``); a server-side deadline (the call's
 timeout + a grace period) guards against a relay that stops answering.
 
@@ -31,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.abc
 
 from arpo_tools.python_tool.layers import Layer, format_layers
 from arpo_tools.python_tool.limits import SandboxLimits
@@ -189,6 +190,9 @@ class PythonSandbox:
         return zygote
 
     async def _ensure(self) -> _Zygote:
+        zygote = self._zygote
+        if zygote is not None and zygote.alive():  # the usual case, on every call: no lock to take
+            return zygote
         async with self._lock:
             zygote = self._zygote
             if zygote is not None and zygote.alive():
@@ -246,24 +250,49 @@ class PythonSandbox:
     async def _call(self, zygote: _Zygote, code: str, timeout: float, notes: tuple[str, ...]) -> RunOutcome:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            return await self._exchange(zygote, ours, theirs, code, timeout, notes)
+        finally:
+            ours.close()  # also what cancels the call (the relay sees the end of file)
+            theirs.close()
+
+    async def _exchange(
+        self,
+        zygote: _Zygote,
+        ours: socket.socket,
+        theirs: socket.socket,
+        code: str,
+        timeout: float,
+        notes: tuple[str, ...],
+    ) -> RunOutcome:
+        request = json.dumps({"code": code, "timeout_s": timeout}).encode()
+        pending = memoryview(struct.pack(">I", len(request)) + request)
+        ours.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # usually all of it: the relay then reads it at once
+            pending = pending[ours.send(pending) :]
+        try:
             await self._send_fd(zygote, theirs)
         except OSError as err:
-            ours.close()
             return self._died(zygote, f"the sandbox's parent process is gone ({err})", notes)
-        finally:
-            theirs.close()
-        request = json.dumps({"code": code, "timeout_s": timeout}).encode()
+        theirs.close()
         limit = 6 * (2 * self.limits.max_output_bytes) + 65536  # JSON escapes at most 6 bytes per byte
         data = bytearray()
-        stream = await anyio.abc.SocketStream.from_socket(ours)
-        async with stream:
-            with anyio.move_on_after(timeout + _GRACE_S) as scope:
-                try:
-                    await stream.send(struct.pack(">I", len(request)) + request)
-                    while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0] <= limit:
-                        data += await stream.receive(1 << 16)
-                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                    pass
+        with anyio.move_on_after(timeout + _GRACE_S) as scope:
+            try:
+                while pending:
+                    await anyio.wait_writable(ours)
+                    with contextlib.suppress(BlockingIOError):
+                        pending = pending[ours.send(pending) :]
+                while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0] <= limit:
+                    await anyio.wait_readable(ours)
+                    try:
+                        chunk = ours.recv(1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
         if scope.cancelled_caught:
             zygote.process.kill()  # it stopped answering: the next call starts a new one
             return RunOutcome.error(f"the sandbox did not answer within {timeout + _GRACE_S:g} s", notes)

@@ -1,9 +1,10 @@
 """Thin ctypes wrappers for the Linux calls the sandbox needs and Python 3.10/3.11 lacks.
 
 ``unshare``/``setns`` (``os.unshare`` only exists from 3.12), ``mount``/``umount2``, ``mount_setattr`` (Linux ≥ 5.12:
-makes a whole mount tree read-only in one call), ``prctl`` (no-new-privs, parent-death signal) and ``capset`` (drop
-every capability). Each raises ``OSError`` with the errno on failure. No protection lives here: ``sandbox.py``
-decides what to apply; this module only makes the calls. Standard library only (the zygote imports it).
+makes a whole mount tree read-only in one call), ``prctl`` (no-new-privs, parent-death signal), ``capset`` (drop
+every capability) and ``fork_without_python_hooks`` (libc's ``fork`` without CPython's at-fork work). Each raises
+``OSError`` with the errno on failure. No protection lives here: ``sandbox.py`` decides what to apply; this module
+only makes the calls. Standard library only (the zygote imports it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "MS_REMOUNT",
     "collapse_heap_to_huge_pages",
     "drop_capabilities",
+    "fork_without_python_hooks",
     "mount",
     "mount_setattr",
     "prctl",
@@ -72,8 +74,13 @@ _SYS_MOUNT_SETATTR = 442
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc_keeping_gil = ctypes.PyDLL(ctypes.util.find_library("c") or None, use_errno=True)  # as os.fork: GIL held
+_libc_keeping_gil.fork.restype = ctypes.c_int
+_libc_keeping_gil.fork.argtypes = []
 _MADV_COLLAPSE = 25
 _HUGE = 1 << 21
 
@@ -101,36 +108,49 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
+# Built once: a freshly forked sandbox only makes the calls (every object it creates costs page copies).
+_MOUNT_ATTR = _MountAttr(0, 0, 0, 0)
+_MOUNT_SETATTR_ARGS = (ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD))
+_MOUNT_ATTR_SIZE = ctypes.c_size_t(ctypes.sizeof(_MountAttr))
+
+
 def unshare(flags: int) -> None:
     """Move the calling process into new namespaces (``CLONE_NEW*`` flags)."""
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(_libc.unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int) -> None:
     """Join the namespace that ``fd`` (an open ``/proc/PID/ns/*`` file) refers to."""
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    _check(_libc.setns(fd, nstype), "setns")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    """mount(2)."""
+def _encode(value: str | bytes | None) -> bytes | None:
+    return value if value is None or isinstance(value, bytes) else os.fsencode(value)
 
-    def enc(value: str | None) -> bytes | None:
-        return None if value is None else os.fsencode(value)
 
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+def mount(
+    source: str | bytes | None,
+    target: str | bytes,
+    fstype: str | bytes | None,
+    flags: int,
+    data: str | bytes | None = None,
+) -> None:
+    """mount(2); the strings may come already encoded (as the per-call mounts do, see ``sandbox.py``)."""
+    path = _encode(target)
+    if _libc.mount(_encode(source), path, _encode(fstype), flags, _encode(data)) != 0:
+        _check(-1, f"mount {os.fsdecode(path or b'')}")
 
 
 def mount_setattr(path: str, attr_set: int, *, recursive: bool = True) -> None:
     """Set mount attributes (``MOUNT_ATTR_*``) on ``path``'s mount, and on every mount below it if recursive."""
-    attr = _MountAttr(attr_set, 0, 0, 0)
+    _MOUNT_ATTR.attr_set = attr_set
     flags = AT_RECURSIVE if recursive else 0
     result = _libc.syscall(
-        ctypes.c_long(_SYS_MOUNT_SETATTR),
-        ctypes.c_int(AT_FDCWD),
+        *_MOUNT_SETATTR_ARGS,
         ctypes.c_char_p(os.fsencode(path)),
         ctypes.c_uint(flags),
-        ctypes.byref(attr),
-        ctypes.c_size_t(ctypes.sizeof(attr)),
+        ctypes.byref(_MOUNT_ATTR),
+        _MOUNT_ATTR_SIZE,
     )
     _check(0 if result == 0 else -1, f"mount_setattr {path}")
 
@@ -149,11 +169,31 @@ def set_parent_death_signal(signum: int) -> None:
     prctl(_PR_SET_PDEATHSIG, signum)
 
 
+_CAP_HEADER = _CapHeader(0x20080522, 0)
+_NO_CAPS = (_CapData * 2)()  # built once here: a sandbox only makes the call (fewer pages to copy after its fork)
+
+
 def drop_capabilities() -> None:
     """Empty the effective, permitted and inheritable capability sets (capset, version 3: 64 capabilities)."""
-    header = _CapHeader(0x20080522, 0)
-    data = (_CapData * 2)()
-    _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+    _CAP_HEADER.version = 0x20080522
+    _CAP_HEADER.pid = 0
+    _check(_libc.capset(ctypes.byref(_CAP_HEADER), ctypes.byref(_NO_CAPS)), "capset")
+
+
+def fork_without_python_hooks() -> int:
+    """fork(2) through libc (its ``pthread_atfork`` handlers run), without ``os.fork``'s interpreter work.
+
+    ``os.fork`` also re-initialises the interpreter's locks and runs the ``os.register_at_fork`` callbacks in the
+    child (``threading``'s and ``random``'s once sympy is loaded): ≈ 200 page faults, ≈ 0.7 ms of CPU per fork of
+    the zygote. In a process with a single thread, which holds the GIL and is not importing anything, those locks
+    are already free, so the child's interpreter is sound without that work; the caller must check that, and
+    redo in the child whatever the callbacks it skips would have done (``zygote.py`` does). Returns as ``fork``.
+    """
+    pid = int(_libc_keeping_gil.fork())
+    if pid < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"fork: {os.strerror(errno)}")
+    return pid
 
 
 def collapse_heap_to_huge_pages() -> int:

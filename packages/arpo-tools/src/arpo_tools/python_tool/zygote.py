@@ -1,22 +1,38 @@
 """The zygote: the warm parent every call's process is forked from. It does nothing else.
 
-Forked by the relay (``relay.py``) before either imports anything heavy; it preloads the modules
-(``math, numpy, sympy``), runs the zygote-wide set-up (``sandbox.prepare_zygote``: user namespace when not root,
-base mount namespace with masked paths, PID-namespace check), creates the slot cgroups, probes the per-call layers
-in a throw-away child and answers with a hello (pid, layer report, preload errors). Then it serves three messages
-from the relay over a ``SOCK_SEQPACKET`` socket:
+Forked by the relay (``relay.py``) before either imports anything heavy; it preloads the modules (``math,
+numpy``), noting which ``os.register_at_fork`` callbacks they add, runs the zygote-wide set-up
+(``sandbox.prepare_zygote``: user namespace when not root, base mount namespace with masked paths, PID-namespace
+check, one network namespace per slot), creates the slot cgroups, probes the per-call layers in a throw-away
+child and answers with a hello (pid, layer report, preload errors). Then it serves three messages from the relay
+over a ``SOCK_SEQPACKET`` socket:
 
 * ``F <slot>``: fork a sandbox for that slot (in its own PID namespace when the kernel allows), answered
   ``S <slot> <pid>`` with the sandbox's control socket, stdout and stderr read ends attached (``SCM_RIGHTS``),
   or ``E <slot> <why>``;
 * ``K <pid>``: SIGKILL that sandbox (its PID namespace's init, so everything in it) and its process group;
-* on SIGCHLD it reaps, sweeps the slot's cgroups and reports ``R <pid> <exit status> <cpu s> <oom 0|1>``.
+* on SIGCHLD it reaps, checks that the slot's cgroups are empty (sweeps them if not) and reports
+  ``R <pid> <exit status> <cpu s> <oom 0|1>``.
+
+Two zygotes (``limits.full_only``, by default sympy): before its hello, this light zygote forks the full one,
+which imports the rest of ``preload`` on top and serves the same messages on a socket of its own (passed to the
+relay with the hello). A fork and an exit cost in proportion to the memory mapped (≈ 52 MB with sympy, ≈ 15 MB
+without): the calls that do not name sympy fork from the light one, ≈ 1.5 ms of CPU less each. The full zygote
+shares every layer the light one set up; the relay hands each slot to one of them at a time.
 
 Keeping this loop tiny matters: after each fork every page of the zygote is shared copy-on-write, so whatever
-Python work it does per call costs page copies (≈ 9 µs each here); the relay, a small separate process, does
-the per-call bookkeeping instead. Its environment is reduced to ``sandbox_environment()`` before the first fork,
-and the preloaded heap is frozen for the garbage collector and backed by huge pages where the kernel allows
-(both make forks cheaper). It exits, killing every sandbox, when the relay's socket closes.
+Python work it does per call costs page faults and copies (≈ 3–9 µs each here); the relay, a small separate
+process, does the per-call bookkeeping instead, and the files the zygote reads per call (its own size, the
+slot's OOM-kill and process counters) stay open and are read with one ``pread`` each. Its environment is
+reduced to ``sandbox_environment()`` before the first fork, and the preloaded heap is frozen for the garbage
+collector and backed by huge pages where the kernel allows (both make forks cheaper). It exits, killing every
+sandbox, when the relay's socket closes.
+
+Sandboxes are forked with ``syscalls.fork_without_python_hooks`` (libc's ``fork`` without ``os.fork``'s
+interpreter work, ≈ 200 page faults less per call) when that is sound: the zygote has a single thread and the only
+at-fork callbacks registered are ``random``'s (the sandbox reseeds every generator anyway, see ``runner.py``) and
+``threading``'s (nothing to do with no other thread; the sandbox refreshes the main thread's native id). Otherwise,
+``os.fork``.
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ import selectors
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from arpo_tools.python_tool import runner, syscalls
@@ -51,13 +68,62 @@ __all__ = ["Zygote", "run_zygote"]
 
 _MB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_signal: Any = importlib.import_module("_signal")  # the C functions that ``signal.signal`` wraps in enum conversions
+_MAX_FD = 1 << 30
 
 
-def _statm_bytes() -> tuple[int, int]:
-    """(address-space size, resident size) of this process."""
-    with open("/proc/self/statm") as statm:
-        size, resident = statm.read().split()[:2]
+def _statm_bytes(fd: int = -1) -> tuple[int, int]:
+    """(address-space size, resident size) of this process; ``fd``: ``/proc/self/statm`` kept open."""
+    if fd < 0:
+        with open("/proc/self/statm", "rb") as statm:
+            text = statm.read()
+    else:
+        text = os.pread(fd, 128, 0)
+    size, resident = text.split()[:2]
     return int(size) * _PAGE, int(resident) * _PAGE
+
+
+def _hooks_known(hooks: list[dict[str, Any]]) -> bool:
+    """Whether every at-fork callback the preloaded modules registered is one a sandbox can do without.
+
+    ``random``'s reseeds its generator (``runner`` reseeds every module-level generator), ``threading``'s forgets
+    the other threads (there are none). Anything else: ``os.fork`` must run it.
+    """
+    threading = sys.modules.get("threading")
+    for callbacks in hooks:
+        for when, callback in callbacks.items():
+            if when != "after_in_child":
+                return False
+            owner = getattr(callback, "__self__", None)
+            if threading is not None and callback is getattr(threading, "_after_fork", None):
+                continue
+            if owner is not None and type(owner).__module__ == "random" and callback.__name__ == "seed":
+                continue
+            return False
+    return True
+
+
+def _preload(modules: tuple[str, ...]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Import ``modules``; returns the errors (a missing module must not stop the tool) and the
+    ``os.register_at_fork`` callbacks they registered."""
+    errors: dict[str, str] = {}
+    hooks: list[dict[str, Any]] = []
+    register = os.register_at_fork
+
+    def recording(**callbacks: Any) -> None:
+        hooks.append(callbacks)
+        register(**callbacks)
+
+    os.register_at_fork = recording
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as err:
+                errors[name] = f"{type(err).__name__}: {err}"
+    finally:
+        os.register_at_fork = register
+    return errors, hooks
 
 
 class Zygote:
@@ -70,16 +136,18 @@ class Zygote:
         self.cgroups: CgroupTree | None = None
         self.children: dict[int, tuple[int, int]] = {}  # pid → (slot, OOM kills in the slot before the fork)
         self.stopping = False
+        self.statm_fd = -1
+        self.fork: Callable[[], int] = os.fork
+        self.full_pid = 0
+        """The full zygote, this (light) zygote's child, where there is one."""
+        self.owns_cgroups = True
 
     # ------------------------------------------------------------------------------------------ start-up
 
-    def prepare(self) -> dict[str, Any]:
-        preload_errors: dict[str, str] = {}
-        for name in self.limits.preload:
-            try:
-                importlib.import_module(name)
-            except Exception as err:  # a missing optional module must not stop the tool
-                preload_errors[name] = f"{type(err).__name__}: {err}"
+    def prepare(self) -> tuple[dict[str, Any], list[int]]:
+        """Everything up to the first fork; returns the hello and the descriptors that go with it (the full
+        zygote's socket, where there is one)."""
+        preload_errors, hooks = _preload(self.limits.light_modules)
         runner.warm_up()
         os.environ.clear()  # what the calls inherit: set once here, so no call pays for it
         os.environ.update(sandbox_environment())
@@ -107,15 +175,61 @@ class Zygote:
             for layer in [*probe_report(self.plan, results, self.limits), *cgroup_layers]
         ]
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        gc.collect()
-        gc.freeze()  # the preloaded objects are never scanned again: forks share their pages
-        syscalls.collapse_heap_to_huge_pages()
-        return {
+        self.statm_fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        fds = [self._start_full_zygote(hooks)] if self.limits.full_only else []
+        self._settle(hooks)
+        hello = {
             "pid": os.getpid(),
             "layers": [layer.to_dict() for layer in layers],
             "preload_errors": preload_errors,
             "python": sys.version.split()[0],
         }
+        return hello, fds
+
+    def _settle(self, hooks: list[dict[str, Any]]) -> None:
+        """The last step before serving: how to fork, and the heap frozen for the collector and huge pages."""
+        if _hooks_known(hooks) and len(os.listdir("/proc/self/task")) == 1:
+            self.fork = syscalls.fork_without_python_hooks
+        gc.collect()
+        gc.freeze()  # the preloaded objects are never scanned again: forks share their pages
+        syscalls.collapse_heap_to_huge_pages()
+
+    def _start_full_zygote(self, hooks: list[dict[str, Any]]) -> int:
+        """Fork the full zygote (it imports ``limits.full_only`` on top of what this one has, then serves on a
+        socket of its own); returns the relay's end of that socket.
+
+        It inherits every layer this zygote set up and probed (namespaces, cgroup slots, the report): the relay
+        hands each slot to one zygote at a time. It dies with this zygote (parent-death signal), and this one
+        kills it, and waits for it, before removing the slot cgroups.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        light = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                ours.close()
+                self.relay.close()
+                self.relay = theirs
+                self.owns_cgroups = False
+                syscalls.set_parent_death_signal(signal.SIGKILL)
+                if os.getppid() != light:
+                    os._exit(1)
+                errors, more = _preload(self.limits.full_only)
+                runner.warm_up()  # again: sympy's generators too
+                os.close(self.statm_fd)
+                self.statm_fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+                self._settle(hooks + more)
+                self.relay.send(json.dumps({"pid": os.getpid(), "preload_errors": errors}).encode())
+                self.serve()
+            except BaseException as err:
+                with contextlib.suppress(OSError):
+                    os.write(2, f"arpo python full zygote failed: {type(err).__name__}: {err}\n".encode())
+                status = 1
+            os._exit(status)
+        theirs.close()
+        self.full_pid = pid
+        return ours.detach()
 
     def _rlimit_detail(self) -> str:
         nproc = "per uid" if self.plan.root else "shared by all calls (one uid)"
@@ -128,11 +242,20 @@ class Zygote:
         read_end, write_end = os.pipe()
         cgroup = self.cgroups.slots[0] if self.cgroups else None
         size, _ = _statm_bytes()
+        netns = self.plan.netns_fds[0] if self.plan.netns_fds else -1
         pid = self._fork()
         if pid == 0:
             results: dict[str, str] = {}
             try:
-                enter_sandbox(self.plan, self.limits, slot=0, cgroup=cgroup, base_address_space=size, probe=results)
+                enter_sandbox(
+                    self.plan,
+                    self.limits,
+                    slot=0,
+                    cgroup=cgroup,
+                    base_address_space=size,
+                    netns_fd=netns,
+                    probe=results,
+                )
                 os.write(write_end, json.dumps(results).encode())
             finally:
                 os._exit(0)
@@ -155,7 +278,7 @@ class Zygote:
         if pidns:
             syscalls.unshare(syscalls.CLONE_NEWPID)
         try:
-            pid = os.fork()
+            pid = self.fork()
         except BaseException:
             if pidns:
                 syscalls.setns(self.plan.pidns_fd, syscalls.CLONE_NEWPID)
@@ -172,7 +295,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cgroup = self.cgroups.slots[slot] if self.cgroups else None
         oom_before = cgroup.oom_kills() if cgroup else 0
-        size, _ = _statm_bytes()
+        size, _ = _statm_bytes(self.statm_fd)
         try:
             pid = self._fork()
         except OSError as err:
@@ -197,22 +320,27 @@ class Zygote:
             # First of all keep only our own descriptors: a copy of another call's held here would delay that
             # call's end of file, and nothing of the zygote's may reach the code.
             cgroup = self.cgroups.slots[slot] if self.cgroups else None
-            keep = [out_w, err_w, ctl, *(cgroup.procs_fds if cgroup else [])]
-            highest = max(int(name) for name in os.listdir("/proc/self/fd"))
-            moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, highest + 1) for fd in keep]
+            procs = cgroup.procs_fds if cgroup else []
+            netns = self.plan.netns_fds[slot] if self.plan.netns_fds else -1
+            keep = [out_w, err_w, ctl, *procs, *([netns] if netns >= 0 else [])]
+            # Each kept descriptor goes to 1, 2, 3 …; copies above that first, so none overwrites another.
+            moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, len(keep) + 1) for fd in keep]
             for target, fd in enumerate(moved, start=1):
                 os.dup2(fd, target, inheritable=target < runner.CONTROL_FD)
-            os.closerange(len(moved) + 1, moved[-1] + 1)
+            os.closerange(len(keep) + 1, _MAX_FD)  # close_range(2): every other descriptor of the zygote
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.close(devnull)
+            first = runner.CONTROL_FD + 1
             if cgroup is not None:
-                cgroup = CgroupSlot(cgroup.dirs, list(range(4, len(moved) + 1)), cgroup.memory_dir)
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGCHLD, signal.SIGTERM):
-                signal.signal(signum, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            enter_sandbox(self.plan, self.limits, slot=slot, cgroup=cgroup, base_address_space=size)
+                cgroup = CgroupSlot(cgroup.dirs, list(range(first, first + len(procs))), cgroup.memory_dir)
+            netns = first + len(procs) if netns >= 0 else -1
+            # _signal: the C functions that signal.signal wraps in enum conversions (≈ 50 page copies here).
+            _signal.set_wakeup_fd(-1)
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+            enter_sandbox(self.plan, self.limits, slot=slot, cgroup=cgroup, base_address_space=size, netns_fd=netns)
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.write(2, f"sandbox setup failed: {err}\n".encode())
@@ -244,6 +372,8 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if pid == self.full_pid:  # the full zygote died: the relay sees its socket close and stops
+                self.full_pid = 0
             if pid not in self.children:
                 continue
             slot, oom_before = self.children.pop(pid)
@@ -251,7 +381,9 @@ class Zygote:
             if self.cgroups is not None:
                 cgroup = self.cgroups.slots[slot]
                 oom = int(cgroup.oom_kills() > oom_before)
-                cgroup.sweep()  # whatever escaped the process group (no PID namespace here) dies now
+                # Empty already when the call had its own PID namespace (its processes died with it); otherwise
+                # whatever escaped the process group dies now.
+                cgroup.sweep()
             cpu = usage.ru_utime + usage.ru_stime
             self._tell(f"R {pid} {os.waitstatus_to_exitcode(status)} {cpu:.3f} {oom}")
 
@@ -267,8 +399,7 @@ class Zygote:
             for key, _ in selector.select():
                 if key.data == "wake":
                     with contextlib.suppress(BlockingIOError):
-                        while os.read(wake_r, 4096):
-                            pass
+                        os.read(wake_r, 4096)  # a few bytes; if more are left, select says so again
                     continue
                 try:
                     message = self.relay.recv(256)
@@ -288,11 +419,14 @@ class Zygote:
     def shutdown(self) -> None:
         for pid in list(self.children):
             self._kill(pid)
-        for pid in list(self.children):
+        if self.full_pid:  # its sandboxes die with it (parent-death signal)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.full_pid, signal.SIGKILL)
+        for pid in [*self.children, *([self.full_pid] if self.full_pid else [])]:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-        if self.cgroups is not None:
-            self.cgroups.remove()
+        if self.cgroups is not None and self.owns_cgroups:
+            self.cgroups.remove()  # sweeps each slot first: what is left of the full zygote's sandboxes too
 
 
 def run_zygote(relay: socket.socket, limits: SandboxLimits) -> NoReturn:
@@ -302,7 +436,11 @@ def run_zygote(relay: socket.socket, limits: SandboxLimits) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         zygote = Zygote(relay, limits)
         signal.signal(signal.SIGTERM, lambda *_: setattr(zygote, "stopping", True))
-        relay.send(json.dumps(zygote.prepare()).encode())
+        hello, fds = zygote.prepare()
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        relay.sendmsg([json.dumps(hello).encode()], ancillary)
+        for fd in fds:
+            os.close(fd)
         zygote.serve()
     except BaseException as err:
         with contextlib.suppress(OSError):
