@@ -83,3 +83,10 @@ async def test_openai_chat_client_request_and_tool_calls() -> None:
     assert reply.tool_calls == (("call_1", "search", {"query": "x"}),)
     assert (reply.prompt_tokens, reply.completion_tokens, reply.finish_reason) == (5, 7, "tool_calls")
     assert seen[0]["stop"] == ["a", "b", "c", "d"] and seen[0]["max_tokens"] == 10
+
+
+async def test_openai_chat_client_closes_its_connections_when_used_as_a_context() -> None:
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda request: httpx2.Response(503)))
+    async with OpenAIChatClient("http://api.test/v1", "m", api_key="k", http_client=http) as client:
+        assert not http.is_closed
+    assert client is not None and http.is_closed

@@ -170,12 +170,18 @@ def _weight_target(cfg: Any, urls: tuple[str, ...], run_dir: Path) -> Any:
 
 
 async def _evaluate(cfg: Any, url: str, model: str, samples: list[Any], tools: Any, label: str) -> dict[str, Any]:
+    from arpo_core.runtime.chat import OpenAIChatClient
+
+    async with OpenAIChatClient(url, model) as client:
+        report = await _evaluate_with(cfg, client, model, samples, tools, label)
+    return {**report.summary(), "seconds": report.seconds, "_report": report.to_dict()}
+
+
+async def _evaluate_with(cfg: Any, client: Any, model: str, samples: list[Any], tools: Any, label: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from arpo_core.runtime.chat import OpenAIChatClient
     from arpo_core.runtime.evaluate import evaluate
 
-    client = OpenAIChatClient(url, model)
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         transient=True,
@@ -187,7 +193,7 @@ async def _evaluate(cfg: Any, url: str, model: str, samples: list[Any], tools: A
             max_tokens=cfg.rollout.max_segment_tokens or cfg.rollout.max_response_tokens, temperature=0.0,
             on_episode=lambda: progress.advance(task),
         )  # fmt: skip
-    return {**report.summary(), "seconds": report.seconds, "_report": report.to_dict()}
+    return report
 
 
 def _record_eval(state: _RunState, sinks: Any, run_dir: Path, label: str, step: int, summary: dict[str, Any]) -> None:

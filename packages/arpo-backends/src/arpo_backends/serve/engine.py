@@ -1,10 +1,18 @@
 """The batched generation loop: synchronous, one ``step`` at a time, driven by the scheduler in a worker thread.
 
 Mirrors what a vLLM engine step does, in the small: ``step(new)`` runs one decoding step for every active
-sequence (one batched forward over the left-padded batch cache, see ``kv``), then prefills the newly admitted
-sequences (one forward per distinct prompt; the ``n`` choices of a prompt share it) and samples their first token,
-then removes the sequences that finished. Each sequence stops on its own (EOS, ``stop_token_ids``, a stop string,
-``max_tokens``, the context length) and samples with its own parameters and ``torch.Generator``.
+sequence (one batched forward over the left-padded batch cache, preallocated and written in place, see ``kv``),
+then prefills the newly admitted sequences (one forward per distinct prompt, the ``n`` choices of a prompt share
+it; several prompts per forward with ``prefill_tokens``, see ``packed``) and samples their first token, then
+removes the sequences that finished. Each sequence stops on its own (EOS, ``stop_token_ids``, a stop string,
+``max_tokens``, the context length) and samples with its own parameters and ``torch.Generator``. Stop strings are
+looked for in the text of the last few tokens, and confirmed on the whole text only on a hit.
+
+Results are bit for bit those of the straightforward loop (each prompt prefilled alone into a ``DynamicCache``,
+caches concatenated every step): same kernels on the same shapes. Two things change the bits of a float32 CPU
+forward and so, rarely, a sampled token: the torch thread count (BLAS splits its products by threads) and the
+number of rows of a product (< 16 rows take other BLAS kernels: a decoding step's batch size matters, as in any
+batching server). Packed prefill (``prefill_tokens`` > 0) is bit-identical with one thread only.
 
 Stop semantics are vLLM's: ``token_ids`` always hold every sampled token (the stop string's tokens and the EOS or
 stop token included) and ``logprobs`` align with them; only ``text`` is cut — at the start of a matched stop string,
@@ -19,6 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +35,14 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from arpo_backends.serve.kv import BatchCache, check_supported
+from arpo_backends.serve.packed import packed_prefill, supports_packed
 from arpo_backends.serve.sampling import RowParams, sample_step
 
 __all__ = ["Engine", "GenParams", "Sequence", "choice_seed"]
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # spreads the n choices of one seeded request over unrelated streams
+_STOP_MARGIN = 16  # characters decoded before a stop string's possible start (see ``Engine._tail_may_stop``)
+_PACK_MIN = 16  # shorter prompts are prefilled alone: a product of < 16 rows takes other BLAS kernels (other bits)
 
 
 def choice_seed(seed: int | None, index: int) -> int:
@@ -87,7 +99,9 @@ class Sequence:
 class Engine:
     """A causal LM, its tokenizer, and the batch of sequences being decoded."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_model_len: int, max_batch: int = 32) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, max_model_len: int, max_batch: int = 32, prefill_tokens: int = 0
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer  # for the event loop (encoding prompts, building responses)
         # The engine thread decodes with its own copy: a Rust tokenizer used from two threads at once can fail with
@@ -100,6 +114,10 @@ class Engine:
         self.weight_version = 0
         # transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40)
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.prefill_tokens = prefill_tokens
+        self._packed = prefill_tokens > 0 and supports_packed(model)  # several prompts per prefill forward
+        # torch threads for each step, set in the step's own thread (torch's setting is per thread); None: leave it
+        self.threads: Callable[[], int] | None = None
         self.active: list[Sequence] = []
         self.batch = BatchCache()
         self.decode_steps = 0  # batched decoding forwards so far
@@ -117,24 +135,33 @@ class Engine:
     @torch.inference_mode()
     def step(self, new: list[Sequence]) -> list[Sequence]:
         """Decode one token for each active sequence, then admit ``new``; return the sequences that finished."""
+        if self.threads is not None:
+            threads = self.threads()
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         done: list[Sequence] = [s for s in self.active if s.cancelled]
         if done:
-            self._keep([i for i, s in enumerate(self.active) if not s.cancelled])
+            self._remove([i for i, s in enumerate(self.active) if s.cancelled])
         if self.active:
-            self._decode()
-        self._admit([s for s in new if not s.cancelled])
+            self._sample(list(self.active), self._decode())
+        fresh = [s for s in new if not s.cancelled]
+        if fresh:
+            self._prefill(fresh)
         finished = [s for s in self.active if s.finished]
         if finished:
-            self._keep([i for i, s in enumerate(self.active) if not s.finished])
+            self._remove([i for i, s in enumerate(self.active) if s.finished])
         return done + finished
 
     # ------------------------------------------------------------------ internals
-    def _keep(self, rows: list[int]) -> None:
-        self.active = [self.active[i] for i in rows]
-        self.batch.keep(rows)
+    def _remove(self, rows: list[int]) -> None:
+        order = self.batch.remove(rows)
+        self.active = [self.active[i] for i in order]
 
-    def _decode(self) -> None:
-        mask = self.batch.extend_mask()  # (B, T+1)
+    def _decode(self) -> torch.Tensor:
+        """One batched forward over the active sequences' last tokens; their next-token logits (B, V)."""
+        # (B, T + 1), True on real tokens. 2D, as transformers expects: it drops an all-True mask, and SDPA then
+        # takes another kernel (GQA without a mask) whose results differ in the last bits from the masked one.
+        mask = self.batch.decode_mask()
         input_ids = torch.tensor([[s.output_ids[-1]] for s in self.active])  # (B, 1)
         positions = torch.tensor([[len(s.prompt_ids) + len(s.output_ids) - 1] for s in self.active])  # (B, 1)
         out = self.model(
@@ -144,28 +171,50 @@ class Engine:
             use_cache=True,
             **{self._cache_kwarg: self.batch.cache},
         )
+        self.batch.advance()
         self.decode_steps += 1
         self.decoded_tokens += len(self.active)
-        self._sample(self.active, out.logits[:, -1, :])
+        return out.logits[:, -1, :]
 
-    def _admit(self, new: list[Sequence]) -> None:
+    def _prefill(self, new: list[Sequence]) -> None:
+        """Prefill the distinct prompts of ``new``, add their sequences to the batch and sample their first token.
+
+        The ``n`` choices of a prompt share its prefill and are sampled together (a call per prompt, as each was
+        sampled when prefilled alone: top-p's candidates depend on the rows of a call). Each prompt gets its own
+        forward, unless ``prefill_tokens`` allows packing several into one (see ``packed``).
+        """
         groups: dict[tuple[int, ...], list[Sequence]] = {}
         for seq in new:
             groups.setdefault(tuple(seq.prompt_ids), []).append(seq)
-        for prompt, seqs in groups.items():
-            cache = DynamicCache(config=self.model.config)
-            out = self.model(
-                input_ids=torch.tensor([prompt]),
-                use_cache=True,
-                logits_to_keep=1,
-                **{self._cache_kwarg: cache},
-            )
+        prompts = list(groups.items())
+        if self._packed:
+            chunks = _chunks([p for p in prompts if len(p[0]) >= _PACK_MIN], self.prefill_tokens)
+            chunks += [[p] for p in prompts if len(p[0]) < _PACK_MIN]
+        else:
+            chunks = [[p] for p in prompts]
+        for chunk in chunks:
+            cache, logits = self._forward_prompts([list(prompt) for prompt, _ in chunk])
             check_supported(cache)
-            for seq in seqs:
-                seq.weight_version = self.weight_version
-            self._sample(seqs, out.logits[:, -1, :].expand(len(seqs), -1))
-            self.active.extend(seqs)
-            self.batch.append(cache, len(seqs))
+            self.batch.reserve(sum(len(seqs) for _, seqs in chunk), max(len(p) for p, _ in chunk), cache)
+            offset = 0
+            for i, (prompt, seqs) in enumerate(chunk):
+                self.batch.add_rows(cache, offset, len(prompt), len(seqs))
+                offset += len(prompt)
+                for seq in seqs:
+                    seq.weight_version = self.weight_version
+                self.active.extend(seqs)
+                self._sample(seqs, logits[i : i + 1].expand(len(seqs), -1))
+
+    def _forward_prompts(self, prompts: list[list[int]]) -> tuple[DynamicCache, torch.Tensor]:
+        """The prefill forward of ``prompts`` (packed if several): the cache and the next-token logits (P, V)."""
+        if len(prompts) > 1:
+            return packed_prefill(self.model, prompts, self._cache_kwarg)
+        (prompt,) = prompts
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
+        )
+        return cache, out.logits[:, -1, :]
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         rows = [self._row_params(s) for s in seqs]
@@ -182,7 +231,9 @@ class Engine:
         banned: tuple[int, ...] = ()
         if len(seq.output_ids) < p.min_tokens:
             banned = tuple(p.stop_token_ids) + (() if p.ignore_eos else tuple(self.eos_ids))
-        return RowParams(p.temperature, p.top_p, p.top_k, p.logprobs or 0, seq.generator, banned)
+        return RowParams(
+            p.temperature, p.top_p, p.top_k, p.logprobs or 0, seq.generator, banned, logprob=p.logprobs is not None
+        )
 
     def _decode_text(self, seq: Sequence, ids: list[int]) -> str:
         return str(self._detokenizer.decode(ids, skip_special_tokens=seq.params.skip_special_tokens))
@@ -200,6 +251,8 @@ class Engine:
             self._finish(seq, "length", None)
 
     def _match_stop(self, seq: Sequence) -> bool:
+        if not self._tail_may_stop(seq):
+            return False
         text = self._decode_text(seq, seq.output_ids)
         best: tuple[int, str] | None = None
         for stop in seq.params.stop:
@@ -213,12 +266,50 @@ class Engine:
         seq.text = text[: at + len(stop)] if seq.params.include_stop_str_in_output else text[:at]
         return True
 
+    def _tail_may_stop(self, seq: Sequence) -> bool:
+        """Whether a stop string may have just been completed, from the text of the last few tokens only.
+
+        A stop string not in the text before this token can only appear at the end of the text, so the last
+        ``longest + _STOP_MARGIN`` characters hold it; the tail is decoded alone (re-decoding the whole output every
+        step is quadratic in its length). The margin absorbs what decoding a tail alone may change at its start (a
+        character cut between tokens, a leading space). A hit is confirmed on the whole text by the caller.
+        """
+        ids = seq.output_ids
+        if len(ids) <= seq.params.min_tokens + 1:  # the first check: stops were not looked for before min_tokens
+            return True
+        need = max(len(stop) for stop in seq.params.stop) + _STOP_MARGIN
+        window = need
+        while True:
+            tail = ids[-window:]
+            text = self._decode_text(seq, tail)
+            if len(text) >= need or len(tail) == len(ids):
+                return any(stop in text for stop in seq.params.stop)
+            window *= 2
+
     def _finish(self, seq: Sequence, reason: str, stop_reason: int | None, *, token_stop: bool = False) -> None:
         seq.finish_reason, seq.stop_reason = reason, stop_reason
         ids = seq.output_ids
         if token_stop and not seq.params.include_stop_str_in_output:
             ids = ids[:-1]
         seq.text = self._decode_text(seq, ids)
+
+
+def _chunks(
+    prompts: list[tuple[tuple[int, ...], list[Sequence]]], budget: int
+) -> list[list[tuple[tuple[int, ...], list[Sequence]]]]:
+    """Consecutive prompts in batches of at most ``budget`` tokens (at least one prompt each)."""
+    chunks: list[list[tuple[tuple[int, ...], list[Sequence]]]] = []
+    current: list[tuple[tuple[int, ...], list[Sequence]]] = []
+    tokens = 0
+    for item in prompts:
+        if current and tokens + len(item[0]) > budget:
+            chunks.append(current)
+            current, tokens = [], 0
+        current.append(item)
+        tokens += len(item[0])
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -26,12 +26,15 @@ def load_engine(
     dtype: str = "float32",
     max_model_len: int | None = None,
     max_batch: int = 32,
+    prefill_tokens: int = 0,
 ) -> tuple[Engine, Path]:
     """The engine for a model, and the folder it was loaded from."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     if max_batch < 1:
         raise ValueError(f"max_batch={max_batch} must be at least 1.")
+    if prefill_tokens < 0:
+        raise ValueError(f"prefill_tokens={prefill_tokens} must be 0 (one forward per prompt) or more.")
     folder = resolve_model(name_or_path)  # before importing torch: a bad name fails fast
 
     import torch
@@ -46,4 +49,5 @@ def load_engine(
         max_model_len = context
     elif not 1 < max_model_len <= context:
         raise ValueError(f"max_model_len={max_model_len} must be between 2 and the model's context ({context}).")
-    return Engine(model, tokenizer, max_model_len=max_model_len, max_batch=max_batch), folder
+    engine = Engine(model, tokenizer, max_model_len=max_model_len, max_batch=max_batch, prefill_tokens=prefill_tokens)
+    return engine, folder

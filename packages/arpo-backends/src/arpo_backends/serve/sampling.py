@@ -39,6 +39,7 @@ class RowParams:
     top_logprobs: int  # how many top entries to report; 0 for none
     generator: torch.Generator
     banned: tuple[int, ...] = ()  # token ids forced to -inf this step (EOS and stop ids before min_tokens)
+    logprob: bool = True  # whether the sampled token's logprob is wanted (False: 0.0 is reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,13 @@ def _apply_top_p(z: torch.Tensor, top_p: torch.Tensor, candidates: int) -> torch
 
 def sample_step(logits: torch.Tensor, rows: Sequence[RowParams]) -> StepResult:
     """Sample one token per row of ``logits`` (B, V) and return it with its processed logprob and top entries."""
-    temps = torch.tensor([r.temperature if r.temperature > 0 else 1.0 for r in rows], dtype=torch.float32)
-    z = logits.float() / temps.unsqueeze(-1)  # (B, V), a fresh tensor: the filters below work in place
+    z = logits.float()
+    if any(r.temperature > 0 and r.temperature != 1.0 for r in rows):  # dividing by 1.0 changes nothing
+        temps = torch.tensor([r.temperature if r.temperature > 0 else 1.0 for r in rows], dtype=torch.float32)
+        z = z / temps.unsqueeze(-1)  # (B, V), a fresh tensor: the filters below work in place
+    filtered = any(r.top_k > 0 or r.top_p < 1.0 or r.banned for r in rows)
+    if filtered and z.data_ptr() == logits.data_ptr():
+        z = z.clone()  # never filter the caller's tensor in place
     if any(r.top_k > 0 for r in rows):
         z = _apply_top_k(z, torch.tensor([r.top_k for r in rows]))
     if any(r.top_p < 1.0 for r in rows):
@@ -94,7 +100,9 @@ def sample_step(logits: torch.Tensor, rows: Sequence[RowParams]) -> StepResult:
     for i, r in enumerate(rows):
         if r.banned:
             z[i, list(r.banned)] = float("-inf")
-    logprobs = torch.log_softmax(z, dim=-1)  # (B, V)
+    k_max = max((r.top_logprobs for r in rows), default=0)
+    # (B, V); only when some row reports logprobs (a greedy evaluation reports none)
+    logprobs = torch.log_softmax(z, dim=-1) if k_max > 0 or any(r.logprob for r in rows) else None
 
     greedy = [r.temperature <= 0 for r in rows]
     chosen = torch.argmax(z, dim=-1) if any(greedy) else torch.zeros(len(rows), dtype=torch.long)  # (B,)
@@ -106,13 +114,15 @@ def sample_step(logits: torch.Tensor, rows: Sequence[RowParams]) -> StepResult:
         drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
         chosen[sampled] = drawn.clamp(max=z.shape[-1] - 1)
     chosen_ids: list[int] = chosen.tolist()
-    picked = logprobs[torch.arange(len(rows)), chosen].tolist()
+    if logprobs is None:
+        return StepResult(chosen_ids, [0.0] * len(rows), [[] for _ in rows])
+    picked = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
 
     top: list[list[tuple[int, float]]] = [[] for _ in rows]
-    k_max = max((r.top_logprobs for r in rows), default=0)
     if k_max > 0:
         values, ids = torch.topk(logprobs, min(k_max, logprobs.shape[-1]), dim=-1)
+        value_rows, id_rows = values.tolist(), ids.tolist()
         for i, r in enumerate(rows):
             if r.top_logprobs > 0:
-                top[i] = list(zip(ids[i, : r.top_logprobs].tolist(), values[i, : r.top_logprobs].tolist(), strict=True))
+                top[i] = list(zip(id_rows[i][: r.top_logprobs], value_rows[i][: r.top_logprobs], strict=True))
     return StepResult(chosen_ids, picked, top)

@@ -111,6 +111,8 @@ def eval_command(
         finally:
             if stack is not None:
                 await stack.__aexit__(None, None, None)
+            if isinstance(client, OpenAIChatClient):
+                await client.aclose()
 
     try:
         report = anyio.run(main)

@@ -137,6 +137,16 @@ class OpenAIChatClient:
                 raise InferenceError(f"{self.name} cannot be reached ({type(err).__name__}).") from None
         return _reply(response)
 
+    async def aclose(self) -> None:
+        """Close the HTTP connections (do it inside the event loop that used them: later it cannot be done)."""
+        await self._client.close()
+
+    async def __aenter__(self) -> OpenAIChatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
 
 class LiteLLMChatClient:
     """``ChatClient`` for any provider litellm knows (``anthropic/…``, ``gemini/…``).
