@@ -117,3 +117,19 @@ def test_tokenize_detokenize_round_trip(server: RunningServer, tokenizer: Any) -
     assert reply["count"] == len(reply["tokens"]) and reply["max_model_len"] == 2048
     assert reply["token_strs"] == tokenizer.convert_ids_to_tokens(reply["tokens"])
     assert post(server, "/detokenize", {"tokens": reply["tokens"]})["prompt"] == text
+
+
+@pytest.mark.anyio
+async def test_chat_continues_the_final_assistant_message_as_vllm(server: RunningServer, tokenizer: Any) -> None:
+    """``continue_final_message``: the prompt ends inside the assistant's message (no end-of-turn token), which is
+    how ``arpo eval --protocol tags-inline`` and ``arpo train``'s evaluations continue after a tool result."""
+    partial = [*MESSAGES, {"role": "assistant", "content": "<python>print(12 * 34)</python> <result>\n408\n</result>"}]
+    expected = tokenizer.apply_chat_template(partial, continue_final_message=True, tokenize=False)
+    assert expected.endswith("</result>")
+    async with openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0) as c:
+        reply = await c.chat.completions.create(
+            model=server.model, messages=partial, max_tokens=4, temperature=0.0, logprobs=True,
+            extra_body={"continue_final_message": True, "add_generation_prompt": False, "return_token_ids": True},
+        )  # fmt: skip
+    assert reply.prompt_token_ids == tokenizer.encode(expected, add_special_tokens=False)
+    assert reply.usage.prompt_tokens == len(reply.prompt_token_ids) and reply.usage.completion_tokens == 4

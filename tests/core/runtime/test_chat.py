@@ -27,9 +27,12 @@ class Scripted:
 
     async def chat(
         self, messages: Sequence[Mapping[str, Any]], *, max_tokens: int, temperature: float,
-        stop: Sequence[str] = (), tools: Sequence[Mapping[str, Any]] = (),
+        stop: Sequence[str] = (), tools: Sequence[Mapping[str, Any]] = (), continue_final: bool = False,
     ) -> ChatReply:  # fmt: skip
-        self.sent.append({"messages": [dict(m) for m in messages], "stop": list(stop), "tools": list(tools)})
+        self.sent.append({
+            "messages": [dict(m) for m in messages], "stop": list(stop), "tools": list(tools),
+            "continue_final": continue_final,
+        })  # fmt: skip
         return self.replies.pop(0)
 
 
@@ -47,6 +50,31 @@ async def test_tag_protocol_episode_puts_back_the_stop_string_and_scores() -> No
     assert client.sent[0]["stop"] == ["</python>", "</search>"]
     assert client.sent[1]["messages"][-1]["role"] == "user"  # the result came back as a user message
     assert compute_reward(ep.transcript, "42").score == pytest.approx(1.0)
+
+
+async def test_inline_tag_protocol_continues_the_assistant_turn_as_training_does() -> None:
+    tools = FakeToolClient({"python": lambda a: "42\n"})
+    client = Scripted(
+        [
+            ChatReply("<think>compute</think><python>print(6*7)"),
+            ChatReply("<answer>\\boxed{42}</answer>"),
+        ]
+    )
+    question = [{"role": "user", "content": "6*7?"}]
+    ep = await run_episode(client, question, tools, protocol="tags-inline")
+    first = "<think>compute</think><python>print(6*7)</python> <result>\n42\n\n</result>"
+    assert ep.transcript == first + "<answer>\\boxed{42}</answer>"
+    assert client.sent[0]["messages"] == question and client.sent[0]["continue_final"] is False
+    # the second request continues one assistant message holding the call and its result (no user turn)
+    assert client.sent[1]["messages"] == [*question, {"role": "assistant", "content": first}]
+    assert client.sent[1]["continue_final"] is True and client.sent[1]["stop"] == ["</python>", "</search>"]
+    assert ep.messages[-1] == {"role": "assistant", "content": ep.transcript}
+    assert compute_reward(ep.transcript, "42").score == pytest.approx(1.0)
+
+
+async def test_unknown_episode_protocol_is_one_sentence() -> None:
+    with pytest.raises(ValueError, match="protocol 'xml' is not one of tags, tags-inline, functions"):
+        await run_episode(Scripted([]), [{"role": "user", "content": "q"}], None, protocol="xml")  # type: ignore[arg-type]
 
 
 async def test_function_calling_episode_and_call_limit() -> None:
@@ -83,6 +111,9 @@ async def test_openai_chat_client_request_and_tool_calls() -> None:
     assert reply.tool_calls == (("call_1", "search", {"query": "x"}),)
     assert (reply.prompt_tokens, reply.completion_tokens, reply.finish_reason) == (5, 7, "tool_calls")
     assert seen[0]["stop"] == ["a", "b", "c", "d"] and seen[0]["max_tokens"] == 10
+    assert "continue_final_message" not in seen[0]
+    await client.chat([{"role": "assistant", "content": "a"}], max_tokens=1, temperature=0.0, continue_final=True)
+    assert (seen[1]["continue_final_message"], seen[1]["add_generation_prompt"]) == (True, False)  # vLLM's fields
 
 
 async def test_openai_chat_client_closes_its_connections_when_used_as_a_context() -> None:

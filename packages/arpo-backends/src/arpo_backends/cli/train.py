@@ -188,7 +188,7 @@ async def _evaluate_with(cfg: Any, client: Any, model: str, samples: list[Any], 
     ) as progress:  # fmt: skip
         task = progress.add_task(f"eval ({label})", total=len(samples))
         report = await evaluate(
-            client, samples, tools, model=model, dataset=cfg.train.dataset, k=1, protocol="tags",
+            client, samples, tools, model=model, dataset=cfg.train.dataset, k=1, protocol="tags-inline",
             concurrency=cfg.inference.eval_concurrency, call_limit=cfg.algo.branching.call_limit,
             max_tokens=cfg.rollout.max_segment_tokens or cfg.rollout.max_response_tokens, temperature=0.0,
             on_episode=lambda: progress.advance(task),
@@ -512,6 +512,12 @@ def train_command(
 ) -> None:
     """Train a tool-using agent with ARPO; with no options, the embedded default that learns on a laptop CPU."""
     import os
+
+    from arpo_backends.serve.threads import configure_openmp
+
+    # Before torch loads (here and in the ranks launched below): the trainer shares the cores with the rollout
+    # server and the tool sandboxes, and OpenMP threads that spin at every barrier slow both down several times.
+    configure_openmp()
 
     from arpo_backends.cli.run_config import dump_toml, load_run_config
     from arpo_backends.train.launch import LaunchOptions, maybe_relaunch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -17,7 +18,12 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) ->
     loop's several: the update of SmolLM2-135M on 2 CPU cores took 0.26 s instead of 0.66 s), else ``foreach``.
     The fused and loop kernels compute the same update up to float rounding."""
     params = list(params)
-    kwargs = {"lr": config.lr, "betas": config.betas, "eps": config.eps, "weight_decay": config.weight_decay}
+    kwargs: dict[str, Any] = {
+        "lr": config.lr,
+        "betas": config.betas,
+        "eps": config.eps,
+        "weight_decay": config.weight_decay,
+    }
     if params and _fusable(params):
         try:
             return torch.optim.AdamW(params, fused=True, **kwargs)

@@ -41,7 +41,14 @@ def eval_command(
         Path | None, typer.Option(help="An mcpServers JSON file (default: arpo's python and search tools).")
     ] = None,
     no_tools: Annotated[bool, typer.Option("--no-tools", help="Answer without tools.")] = False,
-    protocol: Annotated[str, typer.Option(help="tags (ARPO's) or functions (API function calling).")] = "tags",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="tags (ARPO's tags, each tool result in a user message: chat models), tags-inline (results inside "
+            "the assistant's own turn, as in training: models trained with arpo, on vLLM or arpo serve) or functions "
+            "(API function calling)."
+        ),
+    ] = "tags",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Episodes in flight at once.")] = 8,
     temperature: Annotated[float | None, typer.Option(help="Default: 0 for k = 1, else 1.0.")] = None,
@@ -59,12 +66,12 @@ def eval_command(
 
     from arpo_core.data import DatasetError, load_samples
     from arpo_core.data.builtin import builtin_samples
-    from arpo_core.runtime.chat import ChatClient, LiteLLMChatClient, OpenAIChatClient
+    from arpo_core.runtime.chat import PROTOCOLS, ChatClient, LiteLLMChatClient, OpenAIChatClient
     from arpo_core.runtime.evaluate import evaluate
     from arpo_core.runtime.inference import InferenceError
 
-    if protocol not in ("tags", "functions"):
-        raise _fail(f"--protocol {protocol!r} is not one of tags or functions.")
+    if protocol not in PROTOCOLS:
+        raise _fail(f"--protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
     if provider not in ("openai", "litellm"):
         raise _fail(f"--provider {provider!r} is not one of openai or litellm.")
     try:

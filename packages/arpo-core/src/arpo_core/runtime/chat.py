@@ -6,6 +6,10 @@ Hosted APIs take messages, not token ids, so evaluation runs the agent loop in m
   stops on the closing tags (chat APIs drop the stop string, so it is put back), the call is run, and its
   result comes back as ``<result>…</result>`` in a user message; the transcript the reward reads is the
   concatenation, exactly as in training.
+* ``protocol="tags-inline"``: the same tags, with each result appended to the assistant's own message and
+  generation continuing that message (vLLM's ``continue_final_message``; ``arpo serve`` has it too): one assistant
+  turn holding calls and results, exactly the text a training rollout builds. Use it for models trained with arpo
+  or the ARPO reference, which learned to continue after ``</result>``, not to answer a user message.
 * ``protocol="functions"``: the tools go in the request's ``tools`` list (OpenAI function calling, any
   provider through litellm); calls and results use the API's tool messages.
 
@@ -29,7 +33,19 @@ from arpo_core.runtime.inference import InferenceError
 from arpo_core.runtime.tools import ToolClient, ToolSpec
 from arpo_core.toolcalls import TagProtocol
 
-__all__ = ["ChatClient", "ChatReply", "Episode", "LiteLLMChatClient", "OpenAIChatClient", "run_episode"]
+EpisodeProtocol = Literal["tags", "tags-inline", "functions"]
+PROTOCOLS: tuple[str, ...] = ("tags", "tags-inline", "functions")
+
+__all__ = [
+    "PROTOCOLS",
+    "ChatClient",
+    "ChatReply",
+    "Episode",
+    "EpisodeProtocol",
+    "LiteLLMChatClient",
+    "OpenAIChatClient",
+    "run_episode",
+]
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,10 @@ class ChatClient(Protocol):
         temperature: float,
         stop: Sequence[str] = (),
         tools: Sequence[Mapping[str, Any]] = (),
-    ) -> ChatReply: ...
+        continue_final: bool = False,
+    ) -> ChatReply:
+        """One reply; with ``continue_final`` the last (assistant) message is continued, not answered."""
+        ...
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
@@ -68,7 +87,7 @@ def _arguments(raw: Any) -> dict[str, Any]:
 
 def _request(
     model: str, messages: Sequence[Mapping[str, Any]], max_tokens: int, temperature: float,
-    stop: Sequence[str], tools: Sequence[Mapping[str, Any]],
+    stop: Sequence[str], tools: Sequence[Mapping[str, Any]], continue_final: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The chat-completions body both clients send."""
     body: dict[str, Any] = {
@@ -81,6 +100,8 @@ def _request(
         body["stop"] = list(stop)[:4]  # the OpenAI API accepts at most 4 stop strings
     if tools:
         body["tools"] = list(tools)
+    if continue_final:  # vLLM's chat-template options (not part of OpenAI's API)
+        body["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
     return body
 
 
@@ -122,8 +143,9 @@ class OpenAIChatClient:
         temperature: float,
         stop: Sequence[str] = (),
         tools: Sequence[Mapping[str, Any]] = (),
+        continue_final: bool = False,
     ) -> ChatReply:
-        body = _request(self.model, messages, max_tokens, temperature, stop, tools)
+        body = _request(self.model, messages, max_tokens, temperature, stop, tools, continue_final)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = await self._client.chat.completions.create(**body)
@@ -173,8 +195,11 @@ class LiteLLMChatClient:
         temperature: float,
         stop: Sequence[str] = (),
         tools: Sequence[Mapping[str, Any]] = (),
+        continue_final: bool = False,
     ) -> ChatReply:
         kwargs = _request(self.model, messages, max_tokens, temperature, stop, tools)
+        if continue_final:  # litellm forwards unknown fields to OpenAI-compatible providers (hosted vLLM)
+            kwargs.update(continue_final_message=True, add_generation_prompt=False)
         kwargs.update(timeout=self.timeout, num_retries=3)
         if self.api_base:
             kwargs["api_base"] = self.api_base
@@ -203,21 +228,31 @@ async def run_episode(
     messages: Sequence[Mapping[str, Any]],
     tools: ToolClient | None,
     *,
-    protocol: Literal["tags", "functions"] = "tags",
+    protocol: EpisodeProtocol = "tags",
     call_limit: int = 3,
     max_tokens: int = 2048,
     temperature: float = 0.0,
     tool_timeout: float = 120.0,
 ) -> Episode:
     """Answer one question with at most ``call_limit`` tool calls (a further call ends the episode)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
     history: list[dict[str, Any]] = [dict(m) for m in messages]
     episode = Episode(messages=history)
     parser = TagProtocol()
     specs: list[ToolSpec] = list(await tools.list_tools()) if tools is not None else []
     schemas = [s.openai_schema() for s in specs] if protocol == "functions" else []
-    stop = parser.stop_sequences if protocol == "tags" and tools is not None else ()
+    stop = parser.stop_sequences if protocol != "functions" and tools is not None else ()
+    inline = protocol == "tags-inline"
     for _ in range(call_limit + 1):
-        reply = await client.chat(history, max_tokens=max_tokens, temperature=temperature, stop=stop, tools=schemas)
+        continuing = inline and bool(episode.transcript)
+        if continuing:
+            reply = await client.chat(
+                [*history, {"role": "assistant", "content": episode.transcript}], max_tokens=max_tokens,
+                temperature=temperature, stop=stop, continue_final=True,
+            )  # fmt: skip
+        else:
+            reply = await client.chat(history, max_tokens=max_tokens, temperature=temperature, stop=stop, tools=schemas)
         episode.prompt_tokens += reply.prompt_tokens
         episode.completion_tokens += reply.completion_tokens
         episode.finish_reason = reply.finish_reason
@@ -243,7 +278,7 @@ async def run_episode(
         episode.transcript += text
         episode.final = text
         if not turn.has_calls or tools is None or episode.tool_calls >= call_limit:
-            return episode
+            break
         results = []
         for call in turn.calls:
             results.append((await tools.call_tool(call.name, call.arguments, timeout=tool_timeout)).text)
@@ -251,6 +286,9 @@ async def run_episode(
         results.extend(e.message for e in turn.errors)
         formatted = "".join(parser.format_result(r) for r in results)
         episode.transcript += formatted
-        history.append({"role": "assistant", "content": text})
-        history.append({"role": "user", "content": formatted.strip()})
+        if not inline:
+            history.append({"role": "assistant", "content": text})
+            history.append({"role": "user", "content": formatted.strip()})
+    if inline:
+        history.append({"role": "assistant", "content": episode.transcript})
     return episode

@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
 from arpo_core.algo.rewards import check_format
 from arpo_core.data import Sample
 from arpo_core.evaluation import is_correct, pass_at_k
-from arpo_core.runtime.chat import ChatClient, run_episode
+from arpo_core.runtime.chat import ChatClient, EpisodeProtocol, run_episode
 from arpo_core.runtime.tools import ToolClient
 
 __all__ = ["EvalReport", "QuestionResult", "evaluate"]
@@ -78,7 +78,7 @@ async def evaluate(
     model: str,
     dataset: str,
     k: int = 1,
-    protocol: Literal["tags", "functions"] = "tags",
+    protocol: EpisodeProtocol = "tags",
     concurrency: int = 8,
     call_limit: int = 3,
     max_tokens: int = 2048,
@@ -111,7 +111,7 @@ async def evaluate(
         result.f1.append(f1)
         result.tool_calls.append(ep.tool_calls)
         result.tokens.append(ep.prompt_tokens + ep.completion_tokens)
-        result.format_ok.append(check_format(ep.transcript).ok if protocol == "tags" else True)
+        result.format_ok.append(check_format(ep.transcript).ok if protocol != "functions" else True)
         result.transcripts.append(ep.transcript)
 
     async with anyio.create_task_group() as tg:
