@@ -23,10 +23,18 @@ import torch
 from torch import nn
 
 from arpo_backends.batching import MicroBatch, TrajectorySample, samples_from_train_batch
+from arpo_backends.batching.prefix import PrefixPacking
 from arpo_backends.train.config import TrainerConfig
 from arpo_backends.train.dist import DistContext, init_distributed
 from arpo_backends.train.lora import hf_state_items
 from arpo_backends.train.model import load_reference, model_folder
+from arpo_backends.train.prefix_sharing import (
+    PACKABLE_ATTENTION,
+    attention_break_even,
+    attention_implementation,
+    choose_packing,
+    packed_token_stats,
+)
 from arpo_backends.train.selective import LogitSelector, predictor_mask, token_stats
 from arpo_backends.train.step import ppo_step, sft_step
 
@@ -59,6 +67,7 @@ class BaseTrainer(ABC):
         self.pad_token_id = 0
         self._selector: LogitSelector | None = None
         self._ref_selector: LogitSelector | None = None
+        self._packing_of: tuple[MicroBatch, PrefixPacking | None] | None = None
         self._publisher: Any = None
         self._publisher_target: Any = None
 
@@ -94,14 +103,54 @@ class BaseTrainer(ABC):
     def _forward(self, module: Any, mb: MicroBatch) -> Any:
         return module(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids)
 
+    def _prefix_packing(self, mb: MicroBatch) -> PrefixPacking | None:
+        """The prefix-trie layout of ``mb`` when ``share_prefixes`` is on and it pays (``choose_packing``), else
+        ``None`` (the padded forward). Remembered for the micro-batch last asked about (policy, then reference)."""
+        if not self.config.share_prefixes:
+            return None
+        if self._packing_of is not None and self._packing_of[0] is mb:
+            return self._packing_of[1]
+        packing = choose_packing(
+            mb.input_ids,
+            mb.attention_mask,
+            max_tokens=self.config.share_prefixes_max_tokens,
+            attention=attention_implementation(self.unwrapped),
+            break_even=attention_break_even(self.unwrapped),
+        )
+        if packing is not None:
+            packing = packing.to(mb.input_ids.device)
+        self._packing_of = (mb, packing)
+        return packing
+
+    def _selected_stats(
+        self, module: Any, model: nn.Module, selector: LogitSelector, mb: MicroBatch, *, entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``token_stats`` of ``module`` (calling ``model``: the policy, or the frozen reference) on ``mb``,
+        prefix-shared or padded."""
+        temperature = self.config.temperature
+        packing = self._prefix_packing(mb)
+        attention = attention_implementation(model)
+        if packing is None or attention not in PACKABLE_ATTENTION:
+            with selector.select(predictor_mask(mb.loss_mask)):
+                logits = self._forward(module, mb).logits
+            return token_stats(logits, mb.input_ids, mb.loss_mask, temperature=temperature, entropy=entropy)
+        return packed_token_stats(
+            module,
+            selector,
+            packing,
+            mb.input_ids,
+            mb.loss_mask,
+            attention=attention,
+            temperature=temperature,
+            entropy=entropy,
+        )
+
     def token_stats(self, mb: MicroBatch, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, T)`` logprobs (and entropies) of the loss tokens under the policy; the LM head runs only at their
-        predictor positions (``selective``)."""
+        predictor positions (``selective``), and tokens shared by several rows run once (``share_prefixes``)."""
         if self._selector is None:
             self._selector = LogitSelector(self.unwrapped)
-        with self._selector.select(predictor_mask(mb.loss_mask)):
-            logits = self._forward(self.forward_module, mb).logits
-        return token_stats(logits, mb.input_ids, mb.loss_mask, temperature=self.config.temperature, entropy=entropy)
+        return self._selected_stats(self.forward_module, self.unwrapped, self._selector, mb, entropy=entropy)
 
     def reference_log_probs(self, mb: MicroBatch) -> torch.Tensor | None:
         """The KL reference's logprobs (the frozen initial model, or the LoRA model with adapters off)."""
@@ -111,14 +160,14 @@ class BaseTrainer(ABC):
             if self.reference is not None:
                 if self._ref_selector is None:
                     self._ref_selector = LogitSelector(self.reference)
-                with self._ref_selector.select(predictor_mask(mb.loss_mask)):
-                    logits = self._forward(self.reference, mb).logits
+                logp, _ = self._selected_stats(self.reference, self.reference, self._ref_selector, mb, entropy=False)
             else:
                 if self._selector is None:
                     self._selector = LogitSelector(self.unwrapped)
-                with self.unwrapped.disable_adapter(), self._selector.select(predictor_mask(mb.loss_mask)):  # type: ignore[operator]
-                    logits = self._forward(self.forward_module, mb).logits
-        logp, _ = token_stats(logits, mb.input_ids, mb.loss_mask, temperature=self.config.temperature)
+                with self.unwrapped.disable_adapter():  # type: ignore[operator]
+                    logp, _ = self._selected_stats(
+                        self.forward_module, self.unwrapped, self._selector, mb, entropy=False
+                    )
         return logp
 
     @abstractmethod

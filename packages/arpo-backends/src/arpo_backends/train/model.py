@@ -23,7 +23,7 @@ class ModelLoadError(ValueError):
     """The model named in the config cannot be loaded; the message says why and what to do."""
 
 
-def _load(folder: Path) -> nn.Module:
+def _load(folder: Path, *, share_prefixes: bool = False) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     try:
@@ -34,6 +34,10 @@ def _load(folder: Path) -> nn.Module:
             "config.json and weights, or a built-in name (smollm2-135m-instruct, tiny)."
         ) from None
     model.config.use_cache = False
+    if share_prefixes:  # SDPA, plus run-by-run attention for prefix-shared forwards
+        from arpo_backends.train.tree_attention import enable_tree_attention
+
+        enable_tree_attention(model)
     return model
 
 
@@ -46,7 +50,7 @@ def model_folder(config: TrainerConfig) -> Path:
 
 def load_policy(config: TrainerConfig) -> nn.Module:
     """The trainable model on CPU in fp32 (the backend moves and shards it)."""
-    model = _load(model_folder(config))
+    model = _load(model_folder(config), share_prefixes=config.share_prefixes)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
     if config.lora is not None:
@@ -59,7 +63,7 @@ def load_reference(config: TrainerConfig) -> nn.Module | None:
     """A frozen copy of the initial policy for the KL penalty; ``None`` when not needed (or LoRA: adapters off)."""
     if config.loss.kl_coef <= 0 or config.lora is not None:
         return None
-    model = _load(model_folder(config))
+    model = _load(model_folder(config), share_prefixes=config.share_prefixes)
     model.eval()
     model.requires_grad_(False)
     return model

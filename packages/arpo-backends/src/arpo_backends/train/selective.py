@@ -72,14 +72,19 @@ class LogitSelector:
 
 
 def token_stats(
-    logits: torch.Tensor,  # (N, V): logits at the predictor positions, in row-major order of the mask
+    logits: torch.Tensor,  # (K, V): logits at the predictor positions, in row-major order of the mask
     input_ids: torch.Tensor,  # (B, T)
     loss_mask: torch.Tensor,  # (B, T)
     *,
     temperature: float = 1.0,
     entropy: bool = False,
+    rows: torch.Tensor | None = None,  # (n,) int64
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(B, T)`` logprobs (and entropies) of the loss tokens from their selected logits; 0 elsewhere.
+
+    ``rows`` gives the logits row of each of the n loss tokens (row-major order); ``None``: one row per loss token,
+    in that order (K = n). With prefix sharing several loss tokens read the same row (``batching.prefix``), whose
+    log-softmax and entropy are then computed once.
 
     The result stays connected to ``logits`` even when no token is selected (``0·Σ logits``), so ``backward`` runs
     through the model on every rank — FSDP and ZeRO reduce gradients inside it and need every rank to take part.
@@ -87,16 +92,22 @@ def token_stats(
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0 (the rollout's sampling temperature).")
     target = loss_mask[:, 1:].to(torch.bool)  # (B, T − 1): token t = 1..T−1 is a loss token
-    scaled = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # (N, V)
-    lse = torch.logsumexp(scaled, dim=-1)  # (N,)
-    picked = scaled.gather(-1, input_ids[:, 1:][target].unsqueeze(-1)).squeeze(-1) - lse  # (N,)
+    scaled = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # (K, V)
+    lse = torch.logsumexp(scaled, dim=-1)  # (K,)
+    tokens = input_ids[:, 1:][target]  # (n,)
+    if rows is None:
+        picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse  # (n,)
+    else:
+        picked = scaled[rows, tokens] - lse[rows]  # (n,)
     anchor = 0.0 * scaled.sum()
     batch, length = input_ids.shape
-    rows, cols = target.nonzero(as_tuple=True)
+    loss_rows, cols = target.nonzero(as_tuple=True)
     cols = cols + 1
     zeros = torch.zeros(batch, length, dtype=scaled.dtype, device=scaled.device)
-    logp = zeros.index_put((rows, cols), picked) + anchor
+    logp = zeros.index_put((loss_rows, cols), picked) + anchor
     if not entropy:
         return logp, None
-    h = lse - (torch.softmax(scaled, dim=-1) * scaled).sum(dim=-1)  # (N,)
-    return logp, zeros.index_put((rows, cols), h) + anchor
+    h = lse - (torch.softmax(scaled, dim=-1) * scaled).sum(dim=-1)  # (K,)
+    if rows is not None:
+        h = h[rows]  # (n,)
+    return logp, zeros.index_put((loss_rows, cols), h) + anchor
