@@ -90,6 +90,10 @@ def test_arpo_eval_against_a_chat_endpoint(chat_server: str, tmp_path: Path) -> 
     assert report["summary"]["pass@1"] == pytest.approx(expected)
     assert report["summary"]["pass@2"] == pytest.approx(expected)  # deterministic server: k samples agree
     assert report["summary"]["episodes"] == 24 and report["summary"]["tokens_per_episode"] == 15
+    # the training reward of each episode: well formed, no tool, so F1 of the boxed integer: 1 or 0, no bonus
+    assert report["summary"]["mean_reward"] == pytest.approx(expected)
+    for q in report["questions"]:
+        assert q["reward"] == [1.0 if c else 0.0 for c in q["correct"]]
     assert "pass@1" in proc.stdout and re.search(r"report: .*report.json", proc.stdout)
 
 

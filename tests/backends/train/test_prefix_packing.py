@@ -22,6 +22,7 @@ from arpo_backends.train.prefix_sharing import (
     attention_implementation,
     choose_packing,
     packed_token_stats,
+    packing_attention,
 )
 from arpo_backends.train.selective import LogitSelector
 from arpo_backends.train.tree_attention import TREE_ATTENTION, TREE_MASK_PLACEHOLDER, enable_tree_attention
@@ -109,6 +110,9 @@ def test_rows_must_be_right_padded() -> None:
 # -- the same numbers as the padded forward ------------------------------------------------------------------
 
 
+GPU_WAY = "arpo_tree with the dense mask"
+
+
 def _model(attention: str) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -128,7 +132,7 @@ def _model(attention: str) -> torch.nn.Module:
 
 @pytest.mark.parametrize(
     ("attention", "checkpointing"),
-    [(TREE_ATTENTION, False), (TREE_ATTENTION, True), ("sdpa", False), ("eager", False)],
+    [(TREE_ATTENTION, False), (TREE_ATTENTION, True), ("sdpa", False), ("eager", False), (GPU_WAY, False)],
 )
 def test_same_logprobs_entropies_and_gradients_as_padded(attention: str, checkpointing: bool) -> None:
     """Run by run (``arpo_tree``, also under activation checkpointing, which re-runs attention in backward) and
@@ -161,8 +165,11 @@ def test_same_logprobs_entropies_and_gradients_as_padded(attention: str, checkpo
     want_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
 
-    if attention == TREE_ATTENTION:
+    if attention in (TREE_ATTENTION, GPU_WAY):
         enable_tree_attention(model)
+        if attention == GPU_WAY:  # an arpo_tree model given the dense mask, as packing_attention does off a CPU
+            assert packing_attention(model, "cuda") == "sdpa" and packing_attention(model, "cpu") == TREE_ATTENTION
+            attention = "sdpa"
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()

@@ -59,6 +59,21 @@ Wall time
     assert render_report(EVALS, paths=PATHS, timings=TIMINGS) == expected
 
 
+def test_render_report_with_the_training_reward() -> None:
+    evals = {
+        "base": {"mean_reward": -0.9, "pass@1": 0.05, "mean_f1": 0.0, "tool_calls_per_episode": 0.0,
+                 "format_errors": 19},
+        "after ARPO": {"mean_reward": 0.85, "pass@1": 0.8, "mean_f1": 0.8, "tool_calls_per_episode": 1.5,
+                       "format_errors": 0},
+    }  # fmt: skip
+    text = render_report(evals)
+    assert "  evaluation  mean reward  accuracy (pass@1)  mean F1  tool calls / question  format errors\n" in text
+    assert "  base             -0.900               5.0%    0.000                   0.00             19\n" in text
+    assert "  after ARPO       +0.850              80.0%    0.800                   1.50              0\n" in text
+    # -0.900 → +0.850 is +1.750; 5% → 80% is +75 points
+    assert "base → after ARPO: mean reward -0.900 → +0.850 (+1.750), accuracy 5.0% → 80.0% (+75.0 points)" in text
+
+
 def test_render_report_missing_values_and_questions_column() -> None:
     evals = {
         "base": {"pass@1": 0.5, "questions": 40.0, "format_errors": 1.5, "mean_f1": math.nan},

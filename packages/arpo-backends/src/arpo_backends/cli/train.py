@@ -180,6 +180,7 @@ async def _evaluate(cfg: Any, url: str, model: str, samples: list[Any], tools: A
 async def _evaluate_with(cfg: Any, client: Any, model: str, samples: list[Any], tools: Any, label: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from arpo_core.algo.rewards import make_reward_function
     from arpo_core.runtime.evaluate import evaluate
 
     with Progress(
@@ -191,7 +192,7 @@ async def _evaluate_with(cfg: Any, client: Any, model: str, samples: list[Any], 
             client, samples, tools, model=model, dataset=cfg.train.dataset, k=1, protocol="tags-inline",
             concurrency=cfg.inference.eval_concurrency, call_limit=cfg.algo.branching.call_limit,
             max_tokens=cfg.rollout.max_segment_tokens or cfg.rollout.max_response_tokens, temperature=0.0,
-            on_episode=lambda: progress.advance(task),
+            on_episode=lambda: progress.advance(task), reward=make_reward_function(cfg.algo.reward),
         )  # fmt: skip
     return report
 
@@ -204,8 +205,9 @@ def _record_eval(state: _RunState, sinks: Any, run_dir: Path, label: str, step: 
     if report is not None:
         (run_dir / "evals" / f"{slug}.json").write_text(json.dumps(report, indent=1))
     sinks.log(step, {**summary, "label": label}, phase="eval")
+    reward = f"reward {summary['mean_reward']:+.3f}, " if "mean_reward" in summary else ""
     typer.echo(
-        f"eval {label}: accuracy {summary['pass@1']:.3f}, F1 {summary['mean_f1']:.3f}, "
+        f"eval {label}: {reward}accuracy {summary['pass@1']:.3f}, F1 {summary['mean_f1']:.3f}, "
         f"{summary['tool_calls_per_episode']:.2f} tool calls/question, {summary['format_errors']:.0f} format errors"
     )
 

@@ -31,9 +31,9 @@ from arpo_backends.train.model import load_reference, model_folder
 from arpo_backends.train.prefix_sharing import (
     PACKABLE_ATTENTION,
     attention_break_even,
-    attention_implementation,
     choose_packing,
     packed_token_stats,
+    packing_attention,
 )
 from arpo_backends.train.selective import LogitSelector, predictor_mask, token_stats
 from arpo_backends.train.step import ppo_step, sft_step
@@ -114,7 +114,7 @@ class BaseTrainer(ABC):
             mb.input_ids,
             mb.attention_mask,
             max_tokens=self.config.share_prefixes_max_tokens,
-            attention=attention_implementation(self.unwrapped),
+            attention=packing_attention(self.unwrapped, mb.input_ids.device),
             break_even=attention_break_even(self.unwrapped),
         )
         if packing is not None:
@@ -129,7 +129,7 @@ class BaseTrainer(ABC):
         prefix-shared or padded."""
         temperature = self.config.temperature
         packing = self._prefix_packing(mb)
-        attention = attention_implementation(model)
+        attention = packing_attention(model, mb.input_ids.device)
         if packing is None or attention not in PACKABLE_ATTENTION:
             with selector.select(predictor_mask(mb.loss_mask)):
                 logits = self._forward(module, mb).logits

@@ -9,7 +9,14 @@ attention sees the tree:
   since neither SDPA's CPU flash kernel nor its math kernel skips masked blocks, and an (N, N) mask;
 * anything else (flash-attention 2, flex): no arbitrary mask, so the padded rows.
 
-against B × T² pairs padded (B × T(T+1)/2 without padding, where transformers drops the mask and SDPA runs causally).
+On a GPU the run-by-run way does not pay: each SDPA call costs a fixed few hundred µs of kernel launches (gathers,
+GQA copies, the kernel, the concatenation) whatever its size, and an H200 ran SmolLM2-shaped group batches 2–3.5×
+slower run by run than padded (and slower still with the runs padded into one batched call); the dense tree mask
+through plain SDPA ran 0.9–1.8× the padded speed with 1.5–2.5× less memory (``bench/gpu_prefix.py``). So off a CPU
+an ``arpo_tree`` model packs with the dense mask (``packing_attention``), within ``share_prefixes_max_tokens``.
+
+Either way the choice is weighed against B × T² pairs padded (B × T(T+1)/2 without padding, where transformers
+drops the mask and SDPA runs causally).
 ``choose_packing`` compares them with the cost model (forward and backward scale alike)::
 
     cost = tokens + pairs / L*,        L* = η · P_layer / (2·d_q)     (``attention_break_even``)
@@ -40,6 +47,7 @@ __all__ = [
     "choose_packing",
     "packed_attention_mask",
     "packed_token_stats",
+    "packing_attention",
 ]
 
 ATTENTION_BREAK_EVEN = 1024.0
@@ -57,6 +65,16 @@ def attention_implementation(model: Any) -> str | None:
     config = getattr(model, "config", None)
     name = getattr(config, "_attn_implementation", None)
     return name if isinstance(name, str) else None
+
+
+def packing_attention(model: Any, device: torch.device | str) -> str | None:
+    """How a packed forward of ``model`` on ``device`` attends: ``arpo_tree`` (run by run) on a CPU; off a CPU an
+    ``arpo_tree`` model takes the dense tree mask through SDPA (``sdpa``), its fallback for forwards without a
+    tree; other implementations as they are."""
+    attention = attention_implementation(model)
+    if attention == TREE_ATTENTION and torch.device(device).type != "cpu":
+        return "sdpa"
+    return attention
 
 
 def attention_break_even(model: Any) -> float:

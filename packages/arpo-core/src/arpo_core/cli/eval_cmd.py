@@ -64,6 +64,7 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
+    from arpo_core.algo.rewards import make_reward_function
     from arpo_core.data import DatasetError, load_samples
     from arpo_core.data.builtin import builtin_samples
     from arpo_core.runtime.chat import PROTOCOLS, ChatClient, LiteLLMChatClient, OpenAIChatClient
@@ -114,6 +115,7 @@ def eval_command(
                     client, samples, tool_client, model=model, dataset=dataset, k=k, protocol=protocol,  # type: ignore[arg-type]
                     concurrency=concurrency, call_limit=call_limit, max_tokens=max_tokens, temperature=temp,
                     on_episode=lambda: progress.advance(task),
+                    reward=None if protocol == "functions" else make_reward_function(),
                 )  # fmt: skip
         finally:
             if stack is not None:

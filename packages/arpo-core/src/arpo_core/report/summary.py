@@ -7,6 +7,7 @@ as ``EvalReport.summary()`` gives it or as the ``phase="eval"`` rows of ``metric
 =========================  =========================================  ===========
 column                     from the summary key                       shown as
 =========================  =========================================  ===========
+mean reward (when present)  ``mean_reward`` (the training reward)     ``+0.850``
 accuracy (pass@1)          ``pass@1`` (else ``accuracy``), a fraction  ``42.5%``
 mean F1                    ``mean_f1``                                ``0.613``
 tool calls / question      ``tool_calls_per_episode``                 ``1.25``
@@ -87,10 +88,13 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], Callable[[float | None], str]], ...] 
     ("format errors", ("format_errors",), _count),
 )
 QUESTIONS = ("questions", ("questions",), _count)
+REWARD = ("mean reward", ("mean_reward",), _fmt("+.3f"))
 
 
 def _columns(evals: Evals) -> list[tuple[str, tuple[str, ...], Callable[[float | None], str]]]:
     cols = list(COLUMNS)
+    if any(_value(s, REWARD[1]) is not None for s in evals.values()):
+        cols.insert(0, REWARD)
     if any(_value(s, QUESTIONS[1]) is not None for s in evals.values()):
         cols.append(QUESTIONS)
     return cols
@@ -126,12 +130,16 @@ def _timing_rows(timings: Mapping[str, float]) -> list[tuple[str, str]]:
 
 
 def _change(evals: Evals) -> str | None:
-    """'base → after ARPO: accuracy 20.0% → 45.0% (+25.0 points), tool calls / question 0.40 → 1.30 (+0.90)'."""
+    """'base → after ARPO: mean reward -0.900 → +0.500 (+1.400), accuracy 20.0% → 45.0% (+25.0 points), tool calls
+    / question 0.40 → 1.30 (+0.90)' (the reward when both evaluations have one)."""
     if len(evals) < 2:
         return None
     labels = list(evals)
     first, last = evals[labels[0]], evals[labels[-1]]
     parts = []
+    r0, r1 = _value(first, REWARD[1]), _value(last, REWARD[1])
+    if r0 is not None and r1 is not None and math.isfinite(r0) and math.isfinite(r1):
+        parts.append(f"mean reward {r0:+.3f} → {r1:+.3f} ({r1 - r0:+.3f})")
     a0, a1 = _value(first, ("pass@1", "accuracy")), _value(last, ("pass@1", "accuracy"))
     if a0 is not None and a1 is not None and math.isfinite(a0) and math.isfinite(a1):
         parts.append(f"accuracy {_percent(a0)} → {_percent(a1)} ({100 * (a1 - a0):+.1f} points)")

@@ -1,8 +1,9 @@
 """Evaluating a model on a dataset through the chat agent loop: k samples per question, concurrently.
 
 Per question: n = k episodes, c of them correct (``evaluation.is_correct``); per run: pass@1 and pass@k
-(unbiased), mean tool calls and tokens per episode, format errors (tag protocol), with every episode kept in
-the report so a number can always be traced back to the transcripts behind it.
+(unbiased), mean tool calls and tokens per episode, format errors (tag protocol), the training reward when a
+``RewardFunction`` is given (``mean_reward``: the score the run optimises, so before/after evaluations compare in
+its units), with every episode kept in the report so a number can always be traced back to the transcripts behind it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from arpo_core.algo.rewards import check_format
+from arpo_core.algo.rewards import RewardFunction, check_format
 from arpo_core.data import Sample
 from arpo_core.evaluation import is_correct, pass_at_k
 from arpo_core.runtime.chat import ChatClient, EpisodeProtocol, run_episode
@@ -35,6 +36,7 @@ class QuestionResult:
     format_ok: list[bool] = field(default_factory=list)
     transcripts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    reward: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -61,7 +63,12 @@ class EvalReport:
             "tokens_per_episode": sum(sum(q.tokens) for q in qs) / n_ep,
             "format_errors": float(sum(q.format_ok.count(False) for q in qs)),
             "failed_episodes": float(sum(len(q.errors) for q in self.questions)),
-        }
+        } | self._reward_summary(qs)
+
+    @staticmethod
+    def _reward_summary(qs: Sequence[QuestionResult]) -> dict[str, float]:
+        rewards = [r for q in qs for r in q.reward]
+        return {"mean_reward": sum(rewards) / len(rewards)} if rewards else {}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,8 +91,11 @@ async def evaluate(
     max_tokens: int = 2048,
     temperature: float = 0.0,
     on_episode: Callable[[], None] | None = None,
+    reward: RewardFunction | None = None,
 ) -> EvalReport:
-    """Run k episodes of every sample, at most ``concurrency`` at once; a failed episode is recorded, not fatal."""
+    """Run k episodes of every sample, at most ``concurrency`` at once; a failed episode is recorded, not fatal.
+    With ``reward``, each episode is also scored as training scores it (on the assistant's text with its tool
+    results, against the ground truth)."""
     if k < 1:
         raise ValueError(f"k={k} must be ≥ 1.")
     results = [QuestionResult(s.id, s.question, list(s.ground_truth)) for s in samples]
@@ -113,6 +123,8 @@ async def evaluate(
         result.tokens.append(ep.prompt_tokens + ep.completion_tokens)
         result.format_ok.append(check_format(ep.transcript).ok if protocol != "functions" else True)
         result.transcripts.append(ep.transcript)
+        if reward is not None:
+            result.reward.append(reward(ep.transcript, list(sample.ground_truth)).score)
 
     async with anyio.create_task_group() as tg:
         for i in range(len(samples)):
