@@ -10,9 +10,9 @@ attention sees the tree:
 * anything else (flash-attention 2, flex): no arbitrary mask, so the padded rows.
 
 On a GPU the run-by-run way does not pay: each SDPA call costs a fixed few hundred µs of kernel launches (gathers,
-GQA copies, the kernel, the concatenation) whatever its size, and an H200 ran SmolLM2-shaped group batches 2–3.5×
+GQA copies, the kernel, the concatenation) whatever its size, and an H200 ran SmolLM2-shaped group batches up to 2.5×
 slower run by run than padded (and slower still with the runs padded into one batched call); the dense tree mask
-through plain SDPA ran 0.9–1.8× the padded speed with 1.5–2.5× less memory (``bench/gpu_prefix.py``). So off a CPU
+through plain SDPA ran 0.9–1.8× the padded speed with 1.8–3.8× less memory (``bench/gpu_prefix.py``). So off a CPU
 an ``arpo_tree`` model packs with the dense mask (``packing_attention``), within ``share_prefixes_max_tokens``.
 
 Either way the choice is weighed against B × T² pairs padded (B × T(T+1)/2 without padding, where transformers
