@@ -93,7 +93,8 @@ def main() -> None:
 
     if not args.skip_tokens:
         print("\n(b) training tokens/s: arpo's backends vs TRL GRPOTrainer (bench/train_tokens.py)", flush=True)
-        subprocess.run([sys.executable, str(REPO / "bench" / "train_tokens.py")], check=False)
+        tokens = [sys.executable, str(REPO / "bench" / "train_tokens.py"), "--trl-optimizer", "default", "--steps", "5"]
+        subprocess.run(tokens, check=False)
 
 
 if __name__ == "__main__":

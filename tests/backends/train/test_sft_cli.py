@@ -80,6 +80,9 @@ def test_two_rank_deepspeed_matches_one_rank_fsdp_and_exports(tmp_path: Path) ->
     for run in ("one", "two"):
         assert (tmp_path / run / "model" / "model.safetensors").is_file()
         assert (tmp_path / run / "model" / "tokenizer.json").is_file()
+    # DeepSpeed is told the accelerator is the CPU (name_cpu_accelerator) instead of warning it found no GPU
+    for proc in (one, two):
+        assert "unable to detect" not in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -94,3 +97,21 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming at update 3" in second.stdout
     assert _losses(tmp_path / "split") == pytest.approx(_losses(tmp_path / "straight"), rel=1e-6)
+
+
+def test_name_cpu_accelerator_only_where_no_gpu_and_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from arpo_backends.train.dist import name_cpu_accelerator
+
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    name_cpu_accelerator()
+    assert os.environ["DS_ACCELERATOR"] == "cpu"
+    monkeypatch.setenv("DS_ACCELERATOR", "xpu")  # the user's choice stays
+    name_cpu_accelerator()
+    assert os.environ["DS_ACCELERATOR"] == "xpu"
+    monkeypatch.delenv("DS_ACCELERATOR")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU: DeepSpeed detects CUDA itself
+    name_cpu_accelerator()
+    assert "DS_ACCELERATOR" not in os.environ

@@ -182,10 +182,12 @@ def sft_command(
     launcher: Launcher = "torchrun",
 ) -> None:
     """Supervised fine-tuning on demonstrations, assistant tokens only (tool results masked)."""
+    from arpo_backends.train.dist import name_cpu_accelerator
     from arpo_backends.train.launch import LaunchOptions, maybe_relaunch
     from arpo_core.config import ConfigError
     from arpo_core.data.loaders import DatasetError
 
+    name_cpu_accelerator()
     try:
         options = LaunchOptions(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)  # type: ignore[arg-type]
         flags: dict[str, Any] = {

@@ -522,10 +522,12 @@ def train_command(
     configure_openmp()
 
     from arpo_backends.cli.run_config import dump_toml, load_run_config
+    from arpo_backends.train.dist import name_cpu_accelerator
     from arpo_backends.train.launch import LaunchOptions, maybe_relaunch
     from arpo_core.config import ConfigError
     from arpo_core.data.loaders import DatasetError
 
+    name_cpu_accelerator()
     try:
         if algo not in ("arpo", "grpo"):
             raise ValueError(f"--algo {algo!r} is not one of: arpo, grpo.")

@@ -22,7 +22,15 @@ from typing import Any, NoReturn
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "finish", "free_port", "init_distributed"]
+__all__ = ["DistContext", "finish", "free_port", "init_distributed", "name_cpu_accelerator"]
+
+
+def name_cpu_accelerator() -> None:
+    """On a machine where torch sees no GPU, tell DeepSpeed (imported by transformers whenever it is installed) that
+    the accelerator is the CPU: it picks the CPU anyway, but otherwise warns on every run that it "was unable to
+    detect" a GPU. Leaves a ``DS_ACCELERATOR`` already set alone; launched ranks inherit it."""
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def free_port() -> int:
