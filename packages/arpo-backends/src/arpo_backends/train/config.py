@@ -102,13 +102,14 @@ class TrainerConfig(_Frozen):
     """Passes over the step's data (paper: 1)."""
     share_prefixes: bool = True
     """Run the tokens that several rows of a micro-batch share (a group's prompt, ARPO's branch prefixes) once: the
-    rows become a token trie (``batching.prefix``), attended run by run (an SDPA model is switched to arpo's
-    ``arpo_tree`` attention, ``train.tree_attention``) or through a dense tree mask (eager attention); used when a
-    cost model says it is cheaper than the padded rows (``train.prefix_sharing``). The same logprobs and gradients
-    up to float rounding. Not in the paper (an efficiency measure); False always runs the padded rows."""
+    rows become a token trie (``batching.prefix``), attended run by run on a CPU (an SDPA model is switched to
+    arpo's ``arpo_tree`` attention, ``train.tree_attention``) or through a dense tree mask (on a GPU; eager
+    attention); used when a cost model says it is cheaper than the padded rows (``train.prefix_sharing``). The
+    same logprobs and gradients up to float rounding. Not in the paper (an efficiency measure); False always runs
+    the padded rows."""
     share_prefixes_max_tokens: int = Field(default=8192, ge=1)
-    """Largest trie (tokens) run with a dense (N, N) tree mask (attention implementations other than SDPA); bigger
-    ones run padded. The mask costs N² bytes plus SDPA's transient float copy (4·N²): 320 MiB at 8192."""
+    """Largest trie (tokens) run with a dense (N, N) tree mask (on a GPU, or with eager attention); bigger ones run
+    padded. The mask costs N² bytes plus SDPA's transient float copy (4·N²): 320 MiB at 8192."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (less memory, about a third more compute)."""
     optim: OptimConfig = OptimConfig()

@@ -136,16 +136,16 @@ def _change(evals: Evals) -> str | None:
         return None
     labels = list(evals)
     first, last = evals[labels[0]], evals[labels[-1]]
+    changes: tuple[tuple[tuple[str, ...], Callable[[float, float], str]], ...] = (
+        (REWARD[1], lambda a, b: f"mean reward {a:+.3f} → {b:+.3f} ({b - a:+.3f})"),
+        (("pass@1", "accuracy"), lambda a, b: f"accuracy {_percent(a)} → {_percent(b)} ({100 * (b - a):+.1f} points)"),
+        (("tool_calls_per_episode",), lambda a, b: f"tool calls / question {a:.2f} → {b:.2f} ({b - a:+.2f})"),
+    )
     parts = []
-    r0, r1 = _value(first, REWARD[1]), _value(last, REWARD[1])
-    if r0 is not None and r1 is not None and math.isfinite(r0) and math.isfinite(r1):
-        parts.append(f"mean reward {r0:+.3f} → {r1:+.3f} ({r1 - r0:+.3f})")
-    a0, a1 = _value(first, ("pass@1", "accuracy")), _value(last, ("pass@1", "accuracy"))
-    if a0 is not None and a1 is not None and math.isfinite(a0) and math.isfinite(a1):
-        parts.append(f"accuracy {_percent(a0)} → {_percent(a1)} ({100 * (a1 - a0):+.1f} points)")
-    t0, t1 = _value(first, ("tool_calls_per_episode",)), _value(last, ("tool_calls_per_episode",))
-    if t0 is not None and t1 is not None and math.isfinite(t0) and math.isfinite(t1):
-        parts.append(f"tool calls / question {t0:.2f} → {t1:.2f} ({t1 - t0:+.2f})")
+    for keys, describe in changes:
+        a, b = _value(first, keys), _value(last, keys)
+        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
+            parts.append(describe(a, b))
     if not parts:
         return None
     return f"{labels[0]} → {labels[-1]}: " + ", ".join(parts)
