@@ -9,9 +9,16 @@ routed between them, the generators reseeded in every call, threads in a call (s
 
 from __future__ import annotations
 
+import ast
+import glob
 import os
+import pathlib
 import re
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
@@ -183,6 +190,55 @@ async def test_calls_naming_a_full_only_module_run_in_the_full_zygote(one_slot: 
     assert await run(one_slot, "# sympy\n" + check) == "True True\n"
     outcome = await one_slot.run("import importlib\nprint(importlib.import_module('sym' + 'py').Integer(6))")
     assert outcome.stdout == "6\n"  # from the light zygote too, only slower
+
+
+_TMP_VENV_SCRIPT = """
+import anyio, sys
+from arpo_tools.python_tool.limits import SandboxLimits
+from arpo_tools.python_tool.supervisor import PythonSandbox
+
+async def main() -> None:
+    limits = SandboxLimits(timeout_s=10, cpu_seconds=10, max_concurrent=1, prefork=0)
+    async with PythonSandbox(limits) as sandbox:
+        for code in sys.argv[1:]:
+            outcome = await sandbox.run(code)
+            print(repr((outcome.stdout, outcome.setup_error, "Error" in outcome.stderr)), flush=True)
+
+anyio.run(main)
+"""
+
+
+def test_a_venv_under_tmp_stays_importable_and_read_only() -> None:
+    # A fresh venv in a folder of /tmp (where CI clones and containers put theirs), holding a module of its own and
+    # reaching this venv's packages through a .pth: each call's scratch tmpfs on /tmp used to hide it.
+    scratch = tempfile.mkdtemp(prefix="arpo-venv-", dir="/tmp")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", f"{scratch}/venv"], check=True)
+        (site_packages,) = glob.glob(f"{scratch}/venv/lib/python*/site-packages")
+        ours = next(p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p))
+        with open(f"{site_packages}/arpo_parent.pth", "w") as pth:
+            pth.write(f"import site; site.addsitedir({ours!r})\n")
+        with open(f"{site_packages}/arpo_tmp_probe.py", "w") as module:
+            module.write("VALUE = 6\n")
+        calls = [
+            "import sympy, arpo_tmp_probe\nprint(sympy.Integer(arpo_tmp_probe.VALUE) * 7)",  # the full zygote
+            "import arpo_tmp_probe\nprint(arpo_tmp_probe.VALUE)",  # the light zygote
+            "import arpo_tmp_probe\nopen(arpo_tmp_probe.__file__, 'a').write('VALUE = 0')",  # venv: read-only
+            "open('/tmp/note', 'w').write('x')\nprint(open('/tmp/note').read())",  # scratch: still writable
+        ]
+        done = subprocess.run(
+            [f"{scratch}/venv/bin/python", "-c", _TMP_VENV_SCRIPT, *calls],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
+        assert done.returncode == 0, done.stderr
+        results = [ast.literal_eval(line) for line in done.stdout.splitlines()]
+        assert results == [("42\n", None, False), ("6\n", None, False), ("", None, True), ("x\n", None, False)]
+        assert pathlib.Path(site_packages, "arpo_tmp_probe.py").read_text() == "VALUE = 6\n"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_routing_matches_whole_module_names() -> None:

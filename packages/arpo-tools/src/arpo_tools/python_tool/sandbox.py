@@ -85,6 +85,9 @@ class SandboxPlan:
     """One empty network namespace per slot (``/proc/self/ns/net`` descriptors); empty: a new one per call."""
     mounts: list[tuple[bytes, bytes, bytes, int, bytes | None]] = field(default_factory=list)
     """The per-call mounts' arguments, encoded once (``_mount_arguments``)."""
+    scratch_keep: list[str] = field(default_factory=list)
+    """Python's directories that live under ``/tmp`` or ``/dev/shm`` (a venv made in CI or a container): the
+    per-call scratch tmpfs would hide them, so each call binds them back, read-only (``_mount_scratch``)."""
 
     def uid_for(self, limits: SandboxLimits, slot: int) -> int:
         return limits.sandbox_uid_base + slot if self.root else 0
@@ -314,6 +317,7 @@ def prepare_zygote(limits: SandboxLimits) -> SandboxPlan:
     if not plan.root:
         plan.enabled.discard("unprivileged-uid")
     plan.mounts = _mount_arguments(limits)
+    plan.scratch_keep = [path for path in _python_paths() if any(_under(path, m) for m in _SCRATCH_POINTS)]
     if "network-namespace" in plan.enabled:
         with contextlib.suppress(OSError):  # refused: each call makes its own instead (the probe tells if that works)
             plan.netns_fds = slot_network_namespaces(limits.slots)
@@ -398,7 +402,7 @@ def enter_sandbox(
     ro_method: list[str] = []
     step("read-only-root", _read_only_root, ro_method)
     mounts = plan.mounts or _mount_arguments(limits)
-    step("scratch-tmpfs", _mount_all, mounts[:2])
+    step("scratch-tmpfs", _mount_scratch, mounts[:2], plan.scratch_keep)
     if plan.pid_namespace:
         step("private-proc", _mount_all, mounts[2:])
     nproc = limits.max_processes if plan.root else limits.max_processes * limits.slots + 8
@@ -424,9 +428,37 @@ def _mount_arguments(limits: SandboxLimits) -> list[tuple[bytes, bytes, bytes, i
     ]
 
 
+_SCRATCH_POINTS = ("/tmp", "/dev/shm")
+
+
 def _mount_all(mounts: list[tuple[bytes, bytes, bytes, int, bytes | None]]) -> None:
     for source, target, fstype, flags, data in mounts:
         syscalls.mount(source, target, fstype, flags, data)
+
+
+def _mount_scratch(mounts: list[tuple[bytes, bytes, bytes, int, bytes | None]], keep: list[str]) -> None:
+    """The scratch tmpfs on ``/tmp`` and ``/dev/shm``, then each directory of ``keep`` bound back, read-only.
+
+    The directories are opened (``O_PATH``) before the tmpfs covers them and closed once bound, so the code never
+    holds a handle on the tree underneath. A bind copies the flags of its source, which ``read-only-root`` made
+    read-only just before; they are set again (``mount_setattr``, where the kernel has it) so the venv stays
+    read-only even where that layer is off. Their parents, made in the fresh tmpfs, belong to the sandbox's root
+    with mode 0755: the code, once its uid is dropped, cannot write beside them.
+    """
+    fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in keep]
+    try:
+        _mount_all(mounts)
+        for path, fd in zip(keep, fds, strict=True):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            syscalls.mount(f"/proc/self/fd/{fd}", path, None, syscalls.MS_BIND | syscalls.MS_REC)
+            try:
+                syscalls.mount_setattr(path, syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOSUID, recursive=True)
+            except OSError as err:
+                if err.errno not in (38, 22):  # ENOSYS (kernel < 5.12), EINVAL: the copied flags stand
+                    raise
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _drop_uid(uid: int) -> None:
@@ -460,6 +492,8 @@ def probe_report(plan: SandboxPlan, results: dict[str, str], limits: SandboxLimi
             detail = f"every file system read-only ({error[4:]})"
         elif name == "scratch-tmpfs":
             detail = f"/tmp and /dev/shm: private tmpfs of {limits.scratch_mb} MB each; cwd=/tmp"
+            if plan.scratch_keep:
+                detail += "; Python's directories there bound back read-only: " + ", ".join(plan.scratch_keep)
         elif name == "unprivileged-uid":
             detail = f"uid {limits.sandbox_uid_base}+slot, one per concurrent call"
         elif name == "network-namespace" and plan.netns_fds:
