@@ -15,12 +15,16 @@ from arpo_tools.search.worldgen import DATA_DIR, PASSAGES_FILE
 from arpo_tools.tasks import default_task
 from arpo_tools.tasks.default import (
     DATA_SOURCE,
+    DEMO_BOTH_TEMPLATES,
+    DEMO_COUNTS,
     KINDS,
     SYSTEM_PROMPT,
     TEST_COUNTS,
     TRAIN_COUNTS,
     _both_pool,
+    _chain_pool,
     _search_pool,
+    demo_task,
     kind_counts,
     max_counts,
 )
@@ -43,11 +47,27 @@ def kinds(samples: list[Sample]) -> Counter[str]:
 def test_sizes_and_kinds_are_as_documented() -> None:
     train, test = default_task(), default_task(split="test")
     assert (len(train), len(test)) == (200, 48)
-    assert kinds(train) == Counter({"python": 72, "search": 64, "both": 64}) == Counter(TRAIN_COUNTS)
-    assert kinds(test) == Counter({"python": 16, "search": 16, "both": 16}) == Counter(TEST_COUNTS)
+    assert kinds(train) == Counter({"python": 32, "search": 32, "both": 68, "chain": 68}) == Counter(TRAIN_COUNTS)
+    assert kinds(test) == Counter({"python": 12, "search": 12, "both": 12, "chain": 12}) == Counter(TEST_COUNTS)
     assert set(KINDS) == set(kinds(train)) == set(kinds(test))
     # the kinds are mixed, not in blocks
-    assert len(set(kinds(train[:20]))) == 3
+    assert len(set(kinds(train[:40]))) == 4
+
+
+def test_demos_teach_single_tools_and_leave_composition_to_rl() -> None:
+    demos = demo_task()
+    assert kinds(demos) == Counter({"python": 72, "search": 72, "both": 16}) == +Counter(DEMO_COUNTS)
+    assert {s.extra["template"] for s in demos if s.extra["kind"] == "both"} == {"age"} == set(DEMO_BOTH_TEMPLATES)
+    assert not any(len([c for c in s.extra["calls"] if c["tool"] == "search"]) > 1 for s in demos)  # no two hops
+    assert demo_task() == demo_task(0) != demo_task(1)
+    train_ids, test = {s.id for s in default_task(600)}, default_task(split="test")
+    assert {s.id for s in demos if s.extra["kind"] != "python"} <= {s.id for s in _search_pool(0, "train")} | {
+        s.id for s in _both_pool(0, "train")
+    }
+    assert not {s.question for s in demos} & {s.question for s in test} and train_ids
+    # the held-out both questions are mostly of templates no demonstration shows
+    unseen = [s for s in test if s.extra["kind"] == "both" and s.extra["template"] not in DEMO_BOTH_TEMPLATES]
+    assert len(unseen) >= 6
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:
@@ -64,14 +84,18 @@ def test_train_and_test_share_no_id_question_or_entity(seed: int) -> None:
     assert len({s.question for s in train}) == len(train) and len({s.question for s in test}) == len(test)
     assert not {s.id for s in train} & {s.id for s in test}
     assert not {s.question for s in train} & {s.question for s in test}
+
     # whole pools, not just the drawn questions: no world entity (main passage) is in both splits
-    train_passages = {s.extra["passage_id"] for s in _search_pool(seed, "train") + _both_pool(seed, "train")}
-    test_passages = {s.extra["passage_id"] for s in _search_pool(seed, "test") + _both_pool(seed, "test")}
+    def passages(split: str) -> set[str]:
+        pools = _search_pool(seed, split) + _both_pool(seed, split) + _chain_pool(seed, split)
+        return {p for s in pools for p in (s.extra["passage_id"], s.extra.get("second_passage_id")) if p}
+
+    train_passages, test_passages = passages("train"), passages("test")
     assert train_passages and test_passages and not train_passages & test_passages
     # the larger python draws stay disjoint too
-    big_train = {s.question for s in default_task(1000, seed) if s.extra["kind"] == "python"}
-    big_test = {s.question for s in default_task(300, seed, "test") if s.extra["kind"] == "python"}
-    assert len(big_train) == kind_counts(1000)["python"] and not big_train & big_test
+    big_train = {s.question for s in default_task(600, seed) if s.extra["kind"] == "python"}
+    big_test = {s.question for s in default_task(80, seed, "test") if s.extra["kind"] == "python"}
+    assert len(big_train) == kind_counts(600)["python"] and not big_train & big_test
 
 
 def test_samples_carry_the_tag_protocol_prompt_and_one_gold_answer() -> None:
@@ -82,9 +106,15 @@ def test_samples_carry_the_tag_protocol_prompt_and_one_gold_answer() -> None:
             assert s.question and len(s.ground_truth) == 1 and s.ground_truth[0]
             assert s.data_source == DATA_SOURCE == "builtin:default"
             assert s.extra["split"] == split and s.id.startswith(f"default-{s.extra['kind']}-")
-            assert s.ability == ("qa" if s.extra["kind"] == "search" else "math")
+            assert s.ability == ("qa" if s.extra["kind"] in ("search", "chain") else "math")
             tools = [c["tool"] for c in s.extra["calls"]]
-            assert tools == {"python": ["python"], "search": ["search"], "both": ["search", "python"]}[s.extra["kind"]]
+            expected = {
+                "python": ["python"],
+                "search": ["search"],
+                "both": ["search", "python"],
+                "chain": ["search"] * 2,
+            }
+            assert tools == expected[s.extra["kind"]]
 
 
 def test_answers_follow_from_the_facts_and_the_code() -> None:
@@ -96,10 +126,19 @@ def test_answers_follow_from_the_facts_and_the_code() -> None:
             assert s.ground_truth[0] == str(eval(expression))
             continue
         passage = PASSAGES[s.extra["passage_id"]]
-        assert s.extra["fact"] in passage["text"]
+        assert s.extra["kind"] == "chain" or s.extra["fact"] in passage["text"]
         assert calls[0]["query"].startswith(passage["title"].removesuffix(" River"))
         if s.extra["kind"] == "search":
             assert s.ground_truth[0] == s.extra["fact"]
+        elif s.extra["kind"] == "chain":  # the second hop is an entity the first passage names; its passage answers
+            second = PASSAGES[s.extra["second_passage_id"]]
+            hop = calls[1]["query"].removesuffix(" " + calls[1]["query"].split()[-1])
+            assert (
+                second["title"].removesuffix(" River") in hop
+                and second["title"].removesuffix(" River") in (passage["text"])
+            )
+            assert s.ground_truth[0] == s.extra["fact"] and s.extra["fact"] in second["text"]
+            assert s.extra["fact"] not in passage["text"]  # answering after the first search is wrong
         else:
             code = calls[1]["code"]
             assert s.extra["fact"] in code and s.ground_truth[0] == str(eval(code.removeprefix("print")))
@@ -113,19 +152,25 @@ def test_every_search_of_the_task_finds_its_passage_first(index: SearchIndex) ->
         hits = index.search(s.extra["calls"][0]["query"], 1)
         assert hits and hits[0].id == s.extra["passage_id"], s.id
         assert s.extra["fact"] in hits[0].text
+    chains = [s for split in ("train", "test") for s in _chain_pool(0, split)]
+    assert len(chains) > 200
+    for s in chains:
+        first, second = (index.search(call["query"], 1) for call in s.extra["calls"])
+        assert first[0].id == s.extra["passage_id"] and second[0].id == s.extra["second_passage_id"], s.id
+        assert s.extra["fact"] in second[0].text
 
 
 def test_n_keeps_the_proportions_and_takes_prefixes() -> None:
     for n in (0, 1, 2, 10, 99, 200, 333):
         assert sum(kind_counts(n).values()) == n and sum(kind_counts(n, "test").values()) == n
-    assert kind_counts(10) == {"python": 4, "search": 3, "both": 3}
-    assert kind_counts(9, "test") == {"python": 3, "search": 3, "both": 3}
+    assert kind_counts(10) == {"python": 2, "search": 2, "both": 3, "chain": 3}  # 1.6, 1.6, 3.4, 3.4
+    assert kind_counts(9, "test") == {"python": 3, "search": 2, "both": 2, "chain": 2}
     assert default_task(0) == []
     small, full = default_task(30), default_task()
     for kind in KINDS:
         of_kind = [s for s in full if s.extra["kind"] == kind]
         assert {s.id for s in small if s.extra["kind"] == kind} <= {s.id for s in of_kind}
-    assert len(default_task(100, 3, "test")) == 100
+    assert len(default_task(80, 3, "test")) == 80
 
 
 def test_bad_arguments_fail_in_one_sentence() -> None:
@@ -135,7 +180,7 @@ def test_bad_arguments_fail_in_one_sentence() -> None:
         default_task(-1)
     most = max_counts(0, "test")
     with pytest.raises(ValueError, match=r"the test split has \d+; pass n=\d+ or less"):
-        default_task(10 * (most["search"] + most["both"]), 0, "test")
+        default_task(10 * (most["search"] + most["both"] + most["chain"]), 0, "test")
 
 
 def test_entry_point_resolves_and_takes_core_s_calling_convention() -> None:

@@ -11,7 +11,26 @@ from typing import Any
 
 from arpo_core.data.samples import TAG_PROTOCOL_SYSTEM_PROMPT, Sample
 
-__all__ = ["BUILTIN", "arithmetic_samples", "builtin_samples"]
+__all__ = ["ARITHMETIC_FORMS", "BUILTIN", "arithmetic_question", "arithmetic_samples", "builtin_samples"]
+
+ARITHMETIC_FORMS = 3
+"""Graded forms: ``a * b``, ``a * b + c``, ``(a + b) * c - d`` (operands 12…99)."""
+
+
+def arithmetic_question(rng: random.Random, level: int) -> tuple[str, str, int]:
+    """``(question, expression, value)`` of form ``level % ARITHMETIC_FORMS``, operands drawn from ``rng``.
+
+    The one arithmetic generator of arpo: ``builtin:arith`` here and the default task's ``python`` questions
+    (arpo-tools) both draw from it."""
+    a, b, c, d = (rng.randint(12, 99) for _ in range(4))
+    form = level % ARITHMETIC_FORMS
+    if form == 0:
+        expression, value = f"{a} * {b}", a * b
+    elif form == 1:
+        expression, value = f"{a} * {b} + {c}", a * b + c
+    else:
+        expression, value = f"({a} + {b}) * {c} - {d}", (a + b) * c - d
+    return f"What is {expression}? Give the exact integer.", expression, value
 
 
 def arithmetic_samples(
@@ -20,15 +39,7 @@ def arithmetic_samples(
     rng = random.Random(seed)
     samples = []
     for i in range(n):
-        level = i % 3
-        a, b, c, d = (rng.randint(12, 99) for _ in range(4))
-        if level == 0:
-            expression, value = f"{a} * {b}", a * b
-        elif level == 1:
-            expression, value = f"{a} * {b} + {c}", a * b + c
-        else:
-            expression, value = f"({a} + {b}) * {c} - {d}", (a + b) * c - d
-        question = f"What is {expression}? Give the exact integer."
+        question, _, value = arithmetic_question(rng, i)
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": question}
         ]

@@ -1,28 +1,38 @@
 r"""The embedded default training task of ``arpo train``: questions a small model answers only with its tools.
 
-Three kinds of question, each needing a different use of the two tools of the ARPO tag protocol:
+Four kinds of question, graded from one tool call to a composition of two:
 
-* ``python`` — integer arithmetic in the style of core's ``builtin:arith`` (``"What is 37 * 41 + 5? Give the exact
-  integer."``; two-digit operands, three forms: ``a * b``, ``a * b + c``, ``(a + b) * c - d``). One call,
-  ``<python>print(37 * 41 + 5)</python>``.
+* ``python`` — integer arithmetic from core's one arithmetic generator (``arpo_core.data.builtin.arithmetic_question``:
+  ``"What is 37 * 41 + 5? Give the exact integer."``; two-digit operands, three forms: ``a * b``, ``a * b + c``,
+  ``(a + b) * c - d``). One call, ``<python>print(37 * 41 + 5)</python>``.
 * ``search`` — one fact about an entity of the embedded fictional world (``arpo_tools/search/data/world.jsonl``), in
   the wording of its questions file (``"What is the population of Stugaenas?"``). One call,
   ``<search>Stugaenas population</search>``; every name is invented, so a model cannot know the answer.
 * ``both`` — a fact to look up, then a computation on it (``"How many years before 2025 was Vobotask Works
   founded?"``, ``"What is the population of Stugaenas multiplied by 3?"``). A search, then
   ``<python>print(2025 - 1950)</python>``; an answer that used both tools also earns the reward's tool bonus (+0.1).
+* ``chain`` — two hops through the world: the first search names another entity whose fact answers (``"In what
+  year was the founder of Vobotask Works born?"``: search the company, read the founder's name in the result,
+  search the founder). Answering after the first result gives the wrong fact.
 
-Sizes (``n=None``): **train 200** = 72 python + 64 search + 64 both; **test 48** = 16 of each kind. A smaller or
-larger ``n`` keeps these proportions (largest remainders; ``python`` is unbounded, ``search`` and ``both`` are
-bounded by the world's entities — ``ValueError`` says the maximum). The sizes suit a run of minutes on a 2-core CPU
-with a 135M model: the cold start sees each of the 200 demonstrations a few times, and the held-out 48 are scored
-before and after training in well under a minute each.
+**What the SFT cold start shows, and what it leaves to RL.** The demonstrations (``demo_task``, ``DEMO_COUNTS``)
+teach the tag protocol and single-tool use — 72 python and 72 search questions — plus 16 ``both`` questions of one
+template (``age``: "how many years before 2025"). They never show a two-search trajectory, nor the other ``both``
+templates (``hire``, ``times``, ``above``, ``meters``). The held-out ``both`` and ``chain`` questions thus need
+what demonstrations alone do not give: deciding, right after a tool result, that the question is not answered yet
+and which tool to call next — the step where ARPO measures entropy and branches. The RL prompts (the train split)
+are mostly of those two kinds.
+
+Sizes (``n=None``): **train 200** = 32 python + 32 search + 68 both + 68 chain (the RL prompts); **test 48** = 12 of
+each kind; **demos 160** (``DEMO_COUNTS``). A smaller or larger ``n`` keeps these proportions (largest remainders;
+``python`` is unbounded, the world kinds are bounded by the world's entities — ``ValueError`` says the maximum).
 
 Split (for one ``seed``, deterministic, disjoint by sample id and by question text):
 
 * world questions are split **by entity**: a quarter of the entities of each kind (countries, cities, people,
   companies, mountains, rivers), drawn with the seed, are held out; test questions are only about them and train
-  questions never are, so a test score measures searching, not facts memorised during training;
+  questions never are (for ``chain``, both hops), so a test score measures searching, not facts memorised during
+  training;
 * arithmetic questions are split by a hash of the question text and the seed (a quarter to test).
 
 Every sample is a core ``Sample``: the tag-protocol system prompt, the question, the gold answer (one string),
@@ -30,8 +40,9 @@ Every sample is a core ``Sample``: the tag-protocol system prompt, the question,
 holding ``kind``, ``split`` and ``calls`` — the tool calls that answer it, ``[{"tool": "search", "query": …},
 {"tool": "python", "code": …}]`` (the argument names of core's ``DEFAULT_TAG_TOOLS``), which
 :mod:`arpo_tools.tasks.demos` turns into demonstrations. Search-based samples also carry ``passage_id`` (the
-passage holding the fact) and ``fact``. Every search query is the entity's name and the fact's keywords, and BM25
-over the embedded corpus ranks that passage first for every question the task can draw (a test checks all).
+passage of the question's entity), ``fact`` and ``template``; ``chain`` samples ``second_passage_id``. Every search
+query is the entity's name and the fact's keywords, and BM25 over the embedded corpus ranks that passage first for
+every question the task can draw, both hops of a ``chain`` included (a test checks all).
 
 Registered in the entry-point group ``arpo.datasets`` as ``default``; the signature
 ``default_task(n, seed, split)`` takes ``n`` and ``seed`` positionally, as core calls its ``BUILTIN`` functions.
@@ -47,6 +58,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from arpo_core.data.builtin import arithmetic_question
 from arpo_core.data.samples import Sample
 from arpo_tools.search import worldgen
 
@@ -61,6 +73,8 @@ update counts."""
 
 __all__ = [
     "DATA_SOURCE",
+    "DEMO_BOTH_TEMPLATES",
+    "DEMO_COUNTS",
     "KINDS",
     "SPLITS",
     "SYSTEM_PROMPT",
@@ -69,18 +83,25 @@ __all__ = [
     "TRAIN_COUNTS",
     "YEAR",
     "default_task",
+    "demo_task",
     "kind_counts",
     "max_counts",
 ]
 
 DATA_SOURCE = "builtin:default"
-KINDS = ("python", "search", "both")
+KINDS = ("python", "search", "both", "chain")
 """The kinds of question, in the order ``kind_counts`` breaks ties."""
 SPLITS = ("train", "test")
-TRAIN_COUNTS: Mapping[str, int] = {"python": 72, "search": 64, "both": 64}
-"""The train split with ``n=None``: 200 questions."""
-TEST_COUNTS: Mapping[str, int] = {"python": 16, "search": 16, "both": 16}
-"""The held-out split with ``n=None``: 48 questions."""
+TRAIN_COUNTS: Mapping[str, int] = {"python": 32, "search": 32, "both": 68, "chain": 68}
+"""The train split with ``n=None`` (the RL prompts): 200 questions, most of them the kinds that need two calls."""
+TEST_COUNTS: Mapping[str, int] = {"python": 12, "search": 12, "both": 12, "chain": 12}
+"""The held-out split with ``n=None``: 48 questions, 12 of each kind."""
+DEMO_COUNTS: Mapping[str, int] = {"python": 72, "search": 72, "both": 16, "chain": 0}
+"""The SFT cold start's questions (``demo_task``, drawn from the train split): single-tool use, a few
+search-then-compute demonstrations of one template family (``age``), no two-search demonstration at all. What the
+held-out ``both`` (other templates) and ``chain`` questions need beyond that is left for RL to find."""
+DEMO_BOTH_TEMPLATES = ("age",)
+"""The ``both`` templates the demonstrations show; the others (``hire``, ``times``, ``above``, ``meters``) never."""
 TEST_FRACTION = 0.25
 """Share of each kind of entity (and of arithmetic questions) held out for the test split."""
 YEAR = worldgen.YEAR_NOW
@@ -158,6 +179,42 @@ _COMPUTES: Mapping[str, tuple[_Compute, ...]] = {
     "rivers": (
         _Compute("meters", "How long is the {name} River in meters?", "River length", "length_km",
                  "print({v} * 1000)"),
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Hop:
+    """A two-hop question: ``question.format(name)``; the first search (``name`` + ``words``) finds the entity
+    ``link`` names, of kind ``target``; the second (that entity + ``then``) finds its ``attribute``."""
+
+    key: str
+    question: str
+    words: str
+    link: str
+    target: str
+    then: str
+    attribute: str
+
+
+_HOPS: Mapping[str, tuple[_Hop, ...]] = {
+    "companies": (
+        _Hop("founder-born", "In what year was the founder of {} born?", "founder", "founder", "people", "born",
+             "born"),
+        _Hop("hq-population", "What is the population of the city where {} has its headquarters?", "headquarters",
+             "hq", "cities", "population", "population"),
+    ),
+    "people": (
+        _Hop("birthplace-founded", "In what year was the city where {} was born founded?", "born", "birthplace",
+             "cities", "city founded", "founded"),
+    ),
+    "mountains": (
+        _Hop("climber-born", "In what year was the first climber of {} born?", "first climbed", "climber", "people",
+             "born", "born"),
+    ),
+    "cities": (
+        _Hop("river-length", "How long in kilometers is the river that flows through {}?", "city river", "river",
+             "rivers", "River length", "length_km"),
     ),
 }  # fmt: skip
 
@@ -242,6 +299,7 @@ def _both_pool(seed: int, split: str) -> list[Sample]:
                 answer = str(_evaluate(code))
                 extra = {
                     "kind": "both",
+                    "template": t.key,
                     "split": split,
                     "calls": [
                         {"tool": "search", "query": f"{entity.name} {t.words}"},
@@ -254,6 +312,39 @@ def _both_pool(seed: int, split: str) -> list[Sample]:
                 question = t.question.format(name=entity.name, k=k)
                 pool.append(Sample(ident, _messages(question), (answer,), "math", DATA_SOURCE, extra))
     rng.shuffle(pool)
+    return pool
+
+
+def _chain_pool(seed: int, split: str) -> list[Sample]:
+    """Every two-search question of ``split`` (both entities in it), shuffled with ``seed``."""
+    world, test = _world(), _held_out(seed)
+    by_name = {e.name: e for entities in world.entities.values() for e in entities}
+    pool = []
+    for kind, templates in _HOPS.items():
+        for entity in world.entities[kind]:
+            if (entity.name in test) != (split == "test"):
+                continue
+            for t in templates:
+                second = by_name[str(getattr(entity, t.link))]
+                if (second.name in test) != (split == "test"):
+                    continue  # the second hop stays in the split too: no fact of the other split is ever seen
+                fact = str(getattr(second, t.attribute))
+                extra = {
+                    "kind": "chain",
+                    "template": t.key,
+                    "split": split,
+                    "calls": [
+                        {"tool": "search", "query": f"{entity.name} {t.words}"},
+                        {"tool": "search", "query": f"{second.name} {t.then}"},
+                    ],
+                    "passage_id": world.main[entity.name],
+                    "second_passage_id": world.main[second.name],
+                    "fact": fact,
+                }
+                ident = f"default-chain-{world.main[entity.name]}-{t.key}"
+                question = t.question.format(entity.name)
+                pool.append(Sample(ident, _messages(question), (fact,), "qa", DATA_SOURCE, extra))
+    _rng(seed, split, "chain").shuffle(pool)
     return pool
 
 
@@ -279,15 +370,7 @@ def _python_samples(count: int, seed: int, split: str) -> list[Sample]:
     seen: set[str] = set()
     out: list[Sample] = []
     while len(out) < count:
-        level = len(out) % 3
-        a, b, c, d = (rng.randint(12, 99) for _ in range(4))
-        if level == 0:
-            expression, value = f"{a} * {b}", a * b
-        elif level == 1:
-            expression, value = f"{a} * {b} + {c}", a * b + c
-        else:
-            expression, value = f"({a} + {b}) * {c} - {d}", (a + b) * c - d
-        question = f"What is {expression}? Give the exact integer."
+        question, expression, value = arithmetic_question(rng, len(out))
         if question in seen or _in_test(question, seed) != (split == "test"):
             continue
         seen.add(question)
@@ -300,7 +383,13 @@ def _python_samples(count: int, seed: int, split: str) -> list[Sample]:
 def max_counts(seed: int = 0, split: str = "train") -> dict[str, int]:
     """How many questions of each kind ``split`` can hold (``python``: no bound, reported as 10**6)."""
     _check_split(split)
-    return {"python": 10**6, "search": len(_search_pool(seed, split)), "both": len(_both_pool(seed, split))}
+    pools = _pools(seed, split)
+    return {"python": 10**6, **{kind: len(pool) for kind, pool in pools.items()}}
+
+
+def _pools(seed: int, split: str) -> dict[str, list[Sample]]:
+    """The world-based kinds' whole pools for ``split``, each shuffled with ``seed``."""
+    return {"search": _search_pool(seed, split), "both": _both_pool(seed, split), "chain": _chain_pool(seed, split)}
 
 
 def kind_counts(n: int | None = None, split: str = "train") -> dict[str, int]:
@@ -333,7 +422,7 @@ def default_task(n: int | None = None, seed: int = 0, split: str = "train") -> l
     """
     counts = kind_counts(n, split)
     samples = _python_samples(counts["python"], seed, split)
-    for kind, pool in (("search", _search_pool(seed, split)), ("both", _both_pool(seed, split))):
+    for kind, pool in _pools(seed, split).items():
         if counts[kind] > len(pool):
             most = _largest_n(len(pool), kind, split)
             raise ValueError(
@@ -342,6 +431,23 @@ def default_task(n: int | None = None, seed: int = 0, split: str = "train") -> l
             )
         samples += pool[: counts[kind]]
     _rng(seed, split, "order").shuffle(samples)
+    return samples
+
+
+def demo_task(seed: int = 0) -> list[Sample]:
+    """The SFT cold start's questions: ``DEMO_COUNTS`` of each kind from the train split of ``seed``, mixed.
+
+    ``both`` questions come only from ``DEMO_BOTH_TEMPLATES``; every world question is of an entity of the train
+    split (the held-out entities never appear). They overlap the RL prompts, as a cold start's data would.
+    """
+    samples = _python_samples(DEMO_COUNTS["python"], seed, "train")
+    pools = _pools(seed, "train")
+    pools["both"] = [s for s in pools["both"] if s.extra["template"] in DEMO_BOTH_TEMPLATES]
+    for kind, pool in pools.items():
+        if DEMO_COUNTS[kind] > len(pool):
+            raise ValueError(f"DEMO_COUNTS asks for {DEMO_COUNTS[kind]} {kind!r} questions; the pool has {len(pool)}.")
+        samples += pool[: DEMO_COUNTS[kind]]
+    _rng(seed, "demos", "order").shuffle(samples)
     return samples
 
 

@@ -51,7 +51,7 @@ from arpo_tools.search.config import SearchToolConfig
 from arpo_tools.search.index import IndexSettings, SearchIndex
 from arpo_tools.search.render import format_hits
 from arpo_tools.search.server import prepare_query
-from arpo_tools.tasks.default import default_task
+from arpo_tools.tasks.default import default_task, demo_task
 
 __all__ = [
     "SEARCH_TOP_K",
@@ -77,6 +77,7 @@ THOUGHTS: Mapping[str, str] = {
     "python": "I will compute this with Python.",
     "search": "I need to search for this.",
     "both": "I will search for the number, then compute with Python.",
+    "chain": "I will search for the first fact, then search again with it.",
 }
 """The one think block of each kind of demonstration (short: the model is tiny)."""
 
@@ -191,8 +192,9 @@ def build_demo(sample: Sample, tools: DemoTools) -> dict[str, Any]:
 def demo_rows(
     n: int | None = None, seed: int = 0, split: str = "train", *, tools: DemoTools | None = None
 ) -> list[dict[str, Any]]:
-    """Demonstrations of ``default_task(n, seed, split)`` (default: the 200 train questions), in its order."""
-    samples = default_task(n, seed, split)
+    """Demonstrations of the SFT cold start (``n=None``: ``demo_task(seed)``, single-tool use and a few
+    search-then-compute questions), or of ``default_task(n, seed, split)`` for a given ``n``, in its order."""
+    samples = demo_task(seed) if n is None and split == "train" else default_task(n, seed, split)
     if tools is not None:
         return [build_demo(sample, tools) for sample in samples]
     with DemoTools() as own:
