@@ -26,13 +26,16 @@ Deviations from the paper / verl 0.3, each for a reason:
 * verl's per-micro-batch normaliser is replaced by the mini-batch's (see ``aggregation``).
 
 Every metric is returned as this call's *share* (Σ over its tokens / N_tokens), so summing a metric over
-micro-batches and ranks gives the mini-batch value; ``loss_tokens`` is a count and adds up the same way.
+micro-batches and ranks gives the mini-batch value; ``loss_tokens`` is a count and adds up the same way. ``kl`` is
+returned only when reference logprobs are given and ``entropy`` only when entropies are (a term that was not
+measured is left out rather than reported as 0). The two importance-weight maxima are in ``LossOutput.maxima``:
+they combine by ``max``, not by sum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,7 +60,12 @@ class LossOutput:
     """Detached scalars, each this call's share (sum over micro-batches and ranks): ``loss``, ``pg_loss``,
     ``kl``, ``entropy``, ``clip_frac_high``, ``clip_frac_low``, ``clip_frac_dual``, ``ratio_mean``, ``ppo_kl``
     (k1 of old vs new, verl's), ``approx_kl`` (k3 of old vs new), ``importance_weight_mean``,
-    ``importance_truncated_frac``, ``behaviour_known_frac``, ``loss_tokens`` (a count)."""
+    ``importance_truncated_frac``, ``behaviour_known_frac``, ``loss_tokens`` (a count); ``kl`` only with reference
+    logprobs, ``entropy`` only with entropies."""
+    maxima: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Detached scalars that combine by ``max`` over micro-batches and ranks (0 when no token counts):
+    ``importance_weight_max`` (the largest weight the surrogate was multiplied by) and ``importance_weight_raw_max``
+    (the largest ``exp(logp_old − logp_behav)`` before the cap, over tokens with a behaviour logprob)."""
 
 
 def sum_metrics(outputs: Iterable[LossOutput | Mapping[str, torch.Tensor]]) -> dict[str, float]:
@@ -90,8 +98,8 @@ def _objective(
     ref_log_prob: torch.Tensor | None,  # (*S)
     entropy: torch.Tensor | None,  # (*S)
     entropy_moments: torch.Tensor | None,  # (3,)
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """(token_loss (*S) already weighted, multiplicity m (*S), metric numerators (*S) each)."""
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(token_loss (*S) already weighted, multiplicity m (*S), metric numerators (*S) each, maxima (scalars))."""
     weights = weights.to(log_prob.dtype)
     advantages = advantages.to(log_prob.dtype)
     m = weights.sum(dim=-1)  # (*S): expanded loss tokens at each position
@@ -129,29 +137,25 @@ def _objective(
     pg = (terms.loss * weights).sum(dim=-1) * importance.weights  # (*S)
     token_loss = pg
 
+    kl: torch.Tensor | None = None  # (*S), when a reference is given
     if ref_log_prob is not None:
-        kl = kl_penalty(log_prob, ref_log_prob.to(log_prob.dtype), config.kl_estimator, valid)  # (*S)
+        kl = kl_penalty(log_prob, ref_log_prob.to(log_prob.dtype), config.kl_estimator, valid)
         if config.kl_coef > 0:
             token_loss = token_loss + config.kl_coef * m * kl
     elif config.kl_coef > 0:
         raise ValueError(f"kl_coef={config.kl_coef} needs the reference logprobs; pass ref_log_prob=... or set 0.")
-    else:
-        kl = zeros
 
+    token_entropy: torch.Tensor | None = None  # (*S), when entropies are given
     if entropy is not None:
-        token_entropy = torch.where(valid, entropy.to(log_prob.dtype), zeros)  # (*S)
+        token_entropy = torch.where(valid, entropy.to(log_prob.dtype), zeros)
         if config.entropy_coef > 0:
             token_loss = token_loss - config.entropy_coef * m * token_entropy
     elif config.entropy_coef > 0:
         raise ValueError(f"entropy_coef={config.entropy_coef} needs the per-token entropy; pass entropy=... or set 0.")
-    else:
-        token_entropy = zeros
 
     with torch.no_grad():
         numerators = {
             "pg_loss": pg.detach(),
-            "kl": m * kl.detach(),
-            "entropy": m * token_entropy.detach(),
             "clip_frac_high": (terms.clipped_high * weights).sum(dim=-1),
             "clip_frac_low": (terms.clipped_low * weights).sum(dim=-1),
             "clip_frac_dual": (terms.clipped_dual * weights).sum(dim=-1),
@@ -162,11 +166,45 @@ def _objective(
             "importance_truncated_frac": m * importance.truncated,
             "behaviour_known_frac": m * importance.known,
         }
-    return token_loss, m, numerators
+        if kl is not None:
+            numerators["kl"] = m * kl.detach()
+        if token_entropy is not None:
+            numerators["entropy"] = m * token_entropy.detach()
+        maxima = _importance_maxima(importance.weights, old_log_prob, behaviour_log_prob, valid)
+    return token_loss, m, numerators, maxima
+
+
+def _importance_maxima(
+    weights: torch.Tensor,  # (*S): the applied importance weight
+    old_log_prob: torch.Tensor,  # (*S)
+    behaviour_log_prob: torch.Tensor | None,  # (*S): NaN where unknown or not a loss position
+    valid: torch.Tensor,  # (*S) bool: loss positions
+) -> dict[str, torch.Tensor]:
+    """Largest applied weight over the loss tokens, and largest raw weight over those with a behaviour logprob.
+
+    The raw maximum is taken in log space and exponentiated in float64, so a wild behaviour logprob gives a large
+    (or infinite) number rather than an overflow; with no such token both are 0 (the identity of ``max``)."""
+    applied = torch.where(valid, weights.detach().to(torch.float64), 0.0)
+    if behaviour_log_prob is None:
+        raw_log = torch.full_like(applied, -torch.inf)
+    else:
+        known = valid & ~torch.isnan(behaviour_log_prob)
+        gap = old_log_prob.detach().to(torch.float64) - behaviour_log_prob.detach().to(torch.float64)
+        raw_log = torch.where(known, gap, -torch.inf)
+    empty = applied.numel() == 0
+    return {
+        "importance_weight_max": applied.new_zeros(()) if empty else applied.max(),
+        "importance_weight_raw_max": applied.new_zeros(()) if empty else torch.exp(raw_log.max()),
+    }
 
 
 def _finish(
-    token_loss: torch.Tensor, m: torch.Tensor, numerators: dict[str, torch.Tensor], config: LossConfig, scale: LossScale
+    token_loss: torch.Tensor,
+    m: torch.Tensor,
+    numerators: dict[str, torch.Tensor],
+    maxima: dict[str, torch.Tensor],
+    config: LossConfig,
+    scale: LossScale,
 ) -> LossOutput:
     share = aggregate(token_loss, m, LossAggregation(config.loss_aggregation), scale)
     with torch.no_grad():
@@ -174,7 +212,7 @@ def _finish(
         metrics = {name: value.sum() / denominator for name, value in numerators.items()}
         metrics["loss"] = share.detach()
         metrics["loss_tokens"] = m.detach().sum()
-    return LossOutput(share * scale.data_parallel_size, metrics)
+    return LossOutput(share * scale.data_parallel_size, metrics, maxima)
 
 
 def _local_scale(m: torch.Tensor) -> LossScale:
@@ -208,7 +246,7 @@ def arpo_loss(
         entropy=entropy,
     )
     weights = loss_mask.to(log_prob.dtype).unsqueeze(-1)  # (B, T, 1)
-    token_loss, m, numerators = _objective(
+    token_loss, m, numerators, maxima = _objective(
         log_prob,
         old_log_prob,
         advantages.unsqueeze(-1),
@@ -219,7 +257,7 @@ def arpo_loss(
         entropy=entropy,
         entropy_moments=entropy_moments,
     )
-    return _finish(token_loss, m, numerators, config, scale or _local_scale(m))
+    return _finish(token_loss, m, numerators, maxima, config, scale or _local_scale(m))
 
 
 def packed_arpo_loss(
@@ -259,7 +297,7 @@ def packed_arpo_loss(
         ref_log_prob=ref_log_prob,
         entropy=entropy,
     )
-    token_loss, m, numerators = _objective(
+    token_loss, m, numerators, maxima = _objective(
         log_prob,
         old_log_prob,
         advantages,
@@ -270,4 +308,4 @@ def packed_arpo_loss(
         entropy=entropy,
         entropy_moments=entropy_moments,
     )
-    return _finish(token_loss, m, numerators, config, scale or LossScale(global_tokens=float(m.sum())))
+    return _finish(token_loss, m, numerators, maxima, config, scale or LossScale(global_tokens=float(m.sum())))

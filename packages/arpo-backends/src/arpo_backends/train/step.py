@@ -14,6 +14,13 @@ with one-token micro-batches whose loss mask is empty (loss and gradient exactly
 the logprob of the forward pass being differentiated, so it is taken from it (``detach``) and the ratio is 1, as
 in the paper; otherwise a no-grad pass over all micro-batches computes it first (as verl). That pass also sums
 AEPO's entropy moments over the mini-batch when the entropy-aware advantage is on.
+
+Metrics of a step (``ppo_step``'s return; named and defined in the table of ``arpo_core.report.metrics``):
+``loss`` and ``pg_loss`` are the mean over the step's optimiser updates of each mini-batch's objective; every other
+per-token metric (``kl``, ``clip_frac_*``, ``ratio_mean``, ``importance_*``, ...) is a token mean over all the loss
+tokens of the step — every update, micro-batch and rank — weighting each token once, so splitting a mini-batch
+into micro-batches or over ranks does not change it; ``importance_weight_max`` and ``importance_weight_raw_max``
+are maxima over the same tokens (the raw one is left out when no token had a behaviour logprob).
 """
 
 from __future__ import annotations
@@ -24,14 +31,19 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from arpo_backends.batching import MicroBatch, TrajectorySample, collate, loss_scale, make_micro_batches
 from arpo_backends.batching.plan import partition_groups, plan_micro_batches
-from arpo_backends.loss import LossConfig, arpo_loss, entropy_moments, sum_metrics
+from arpo_backends.loss import LossConfig, LossOutput, arpo_loss, entropy_moments, sum_metrics
 from arpo_backends.train.config import TrainerConfig
 from arpo_backends.train.dist import DistContext
 
-__all__ = ["ModelRunner", "mini_batches", "ppo_step", "rank_micro_batches", "sft_step"]
+__all__ = ["UPDATE_MEAN_METRICS", "ModelRunner", "mini_batches", "ppo_step", "rank_micro_batches", "sft_step"]
+
+UPDATE_MEAN_METRICS = ("loss", "pg_loss")
+"""Metrics averaged over the step's optimiser updates (each is one update's objective); the other per-token
+metrics are token means over the whole step."""
 
 
 class ModelRunner(Protocol):
@@ -137,7 +149,7 @@ def ppo_step(
     device: torch.device,
     pad_token_id: int = 0,
 ) -> dict[str, float]:
-    """Every update of one step; returns metrics averaged over its updates (summed over ranks and micro-batches)."""
+    """Every update of one step; returns its metrics (see the module docstring for how each is aggregated)."""
     if not samples:
         raise ValueError("train_step got no trajectories; a step needs at least one prompt group per rank.")
     minis = mini_batches(samples, config.mini_batch_groups)
@@ -146,12 +158,14 @@ def ppo_step(
     if len(minis) > 1 or config.ppo_epochs > 1 or config.loss.entropy_aware_advantage:
         prepass = _prepass(runner, plans, config, ctx)
 
-    totals: dict[str, float] = {}
+    totals: dict[str, float] = {}  # update means: summed shares; token means: summed numerators (share × N)
+    maxima: dict[str, float] = {}
+    step_tokens = 0.0  # loss tokens of every update, all ranks
     grad_norms: list[float] = []
     lr = 0.0
     for _epoch in range(config.ppo_epochs):
         for i, plan in enumerate(plans):
-            outputs = []
+            outputs: list[LossOutput] = []
             for j, mb in enumerate(plan):
                 logp, entropy = runner.token_stats(mb, entropy=_needs_entropy(config.loss))
                 ref = runner.reference_log_probs(mb)
@@ -171,17 +185,42 @@ def ppo_step(
                 outputs.append(out)
             norm, lr = runner.update()
             grad_norms.append(norm)
+            mini_tokens = plan[0].scale.global_tokens if plan else 0.0  # the same on every rank
+            step_tokens += mini_tokens
             for name, value in sum_metrics(outputs).items():
-                totals[name] = totals.get(name, 0.0) + value
+                weight = 1.0 if name in UPDATE_MEAN_METRICS or name == "loss_tokens" else mini_tokens
+                totals[name] = totals.get(name, 0.0) + value * weight
+            for out in outputs:
+                for name, tensor in out.maxima.items():
+                    maxima[name] = max(maxima.get(name, 0.0), float(tensor))
     totals = ctx.all_reduce_sum(totals)
+    maxima = _all_reduce_max(ctx, maxima)
     updates = len(plans) * config.ppo_epochs
-    metrics = {name: value / updates for name, value in totals.items()}
+    metrics = {
+        name: value / updates if name in UPDATE_MEAN_METRICS else value / max(step_tokens, 1.0)
+        for name, value in totals.items()
+    }
     metrics["loss_tokens"] = totals.get("loss_tokens", 0.0) / config.ppo_epochs
+    if "importance_weight_max" in maxima:
+        metrics["importance_weight_max"] = maxima["importance_weight_max"]
+    if maxima.get("importance_weight_raw_max", 0.0) > 0.0:  # 0: no loss token had a behaviour logprob
+        metrics["importance_weight_raw_max"] = maxima["importance_weight_raw_max"]
     metrics["grad_norm"] = float(np.mean(grad_norms))
     metrics["lr"] = lr
     metrics["updates"] = float(updates)
     metrics["trajectories"] = float(len(samples))
     return metrics
+
+
+def _all_reduce_max(ctx: DistContext, values: dict[str, float]) -> dict[str, float]:
+    """Every rank's ``values`` combined key by key with ``max`` (all ranks pass the same keys)."""
+    names = sorted(values)
+    if not dist.is_initialized() or ctx.world_size == 1:
+        return {n: float(values[n]) for n in names}
+    device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor([float(values[n]) for n in names], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return {n: float(v) for n, v in zip(names, tensor.tolist(), strict=True)}
 
 
 def sft_step(

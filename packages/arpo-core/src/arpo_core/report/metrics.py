@@ -12,7 +12,81 @@ on in the same file. JSON has no NaN or infinity, so non-finite floats are writt
 cannot round-trip is a string field whose value is exactly one of those three spellings — it reads back as a float.
 
 Optional packages are imported only inside the sink that needs them, so ``import arpo_core.report`` stays light; a
-sink asked for without its package fails with one sentence naming the package to install.
+sink asked for without its package fails with one sentence naming the package to install. TensorBoard and W&B get
+every numeric metric of a row (W&B the words too), under ``<phase>/<name>``.
+
+Train rows: the metrics of one RL step, by name
+-----------------------------------------------
+The one place they are defined. ``rollout``: ``runtime.train_loop.group_metrics``, from the step's rollout trees
+(numpy only); ``loop``: the ``TrainLoop`` around the step; ``trainer``: the backend's ``ppo_step``. A metric with
+nothing to measure on a step (no window, no behaviour logprob, no KL reference) is left out of that row, not 0.
+Token means over the trainer's loss tokens count every token of every update, micro-batch and rank once, so how
+micro-batches and ranks split the step does not change them; with one mini-batch and one epoch (the paper) the
+ratio is 1 and the clip fractions are 0.
+
+    name                           from     meaning
+    groups                         rollout  prompt groups trained on this step (stale ones already dropped)
+    trajectories                   rollout  their trajectories (M per group)
+    reward_mean                    rollout  mean reward over the step's trajectories (a missing reward counts 0)
+    reward_std                     rollout  population standard deviation of those rewards
+    zero_variance_group_frac       rollout  fraction of groups whose rewards are all equal: all advantages 0, so
+                                            no learning signal from that group
+    accuracy                       rollout  fraction of trajectories with answer_score ≥ 1
+    format_ok                      rollout  fraction of trajectories that passed the format check
+    tool_calls_per_trajectory      rollout  tool calls run (one on a shared prefix once) per trajectory
+    branches                       rollout  trajectories that are branches (origin ``branch``)
+    branches_per_trajectory        rollout  branches / trajectories
+    branches_per_group             rollout  branches / groups
+    global_samples_mean            rollout  mean N of the groups: trajectories started from the bare prompt (fills
+                                            not counted; per group under AEPO's dynamic_global_samples)
+    global_samples_min             rollout  smallest N of the step's groups
+    global_samples_max             rollout  largest N of the step's groups
+    entropy_window_first_mean      rollout  mean entropy window W (normalised by ln|V|, reduced by
+                                            ``entropy.reduction``) of first segments, those generated right after
+                                            the prompt: H_initial
+    entropy_window_after_tool_mean rollout  mean W of segments generated right after a tool result: H_t
+    entropy_window_after_tool_gap  rollout  after_tool − first: positive when entropy rises after tool results
+    response_tokens                rollout  response tokens summed over trajectories (tool results included)
+    response_tokens_unique         rollout  response tokens once per tree node (shared prefixes once)
+    generated_tokens               rollout  tokens the policy generated: each tree node once, tool results excluded
+    trained_tokens                 rollout  generated tokens summed over trajectories (one epoch's loss tokens)
+    rollout_group_seconds          rollout  mean wall time of one group's rollout
+    groups_dropped_stale           loop     groups dropped as older than max_staleness policy versions
+    staleness_mean                 loop     mean policy-version lag of the trained groups
+    staleness_max                  loop     largest such lag
+    rollout_seconds                loop     how long the step waited for its groups (async: overlaps training)
+    rollout_wall_seconds           loop     sync: the step's rollout; async: time since the previous step's groups
+                                            were in (the engine generates all along)
+    rollout_tokens_per_second      loop     generated_tokens / rollout_wall_seconds
+    train_step_seconds             loop     wall time of ``Trainer.train_step``
+    train_tokens_per_second        loop     trained_tokens / train_step_seconds
+    publish_seconds                loop     wall time of publishing the new weights to inference
+    train_seconds                  loop     train_step + publish, as the loop waited for them
+    tokens_per_second              loop     response_tokens / train_seconds (the plot's)
+    prompts_consumed               loop     prompts handed to the engine so far (the resume position)
+    loss                           trainer  the objective, mean over the step's optimiser updates
+    pg_loss                        trainer  its policy-gradient part, the same way
+    kl                             trainer  token mean of the KL estimate to the reference (only with kl_coef > 0,
+                                            which loads the reference)
+    entropy                        trainer  token mean of the policy's entropy (only when the loss computes it)
+    clip_frac_high                 trainer  fraction of loss tokens clipped above: A > 0 and r > 1 + ε_high
+    clip_frac_low                  trainer  fraction clipped below: A < 0 and r < 1 − ε_low
+    clip_frac_dual                 trainer  fraction dual-clipped: A < 0 and r > c
+    ratio_mean                     trainer  token mean of r = π_θ / π_old
+    ppo_kl                         trainer  token mean of log π_old − log π_θ (k1, verl's)
+    approx_kl                      trainer  token mean of r − 1 − log r (k3 of π_old vs π_θ)
+    importance_weight_mean         trainer  token mean of the behaviour weight w applied (1 where unknown)
+    importance_weight_max          trainer  largest w applied
+    importance_weight_raw_max      trainer  largest exp(logp_old − logp_behav) before the cap, over tokens with a
+                                            behaviour logprob
+    importance_truncated_frac      trainer  fraction of loss tokens whose raw weight exceeded importance_cap
+                                            (truncated, or zeroed under ``mask``; 0 with importance_mode off)
+    behaviour_known_frac           trainer  fraction of loss tokens with a behaviour logprob from the server
+    loss_tokens                    trainer  loss tokens of the step (one epoch)
+    grad_norm                      trainer  gradient norm before clipping, mean over updates
+    lr                             trainer  learning rate of the last update
+    updates                        trainer  optimiser updates of the step
+    policy_version                 trainer  the policy version after the step
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from arpo_core.data.samples import Sample
 from arpo_core.runtime.engine import FinishedGroup, PromptGroup, RolloutEngine
 from arpo_core.runtime.group_rollout import first_leaf
 from arpo_core.runtime.trainer import TrainBatch, Trainer, WeightTarget
+from arpo_core.tree import SegmentKind
 
 __all__ = [
     "Communicator",
@@ -46,6 +47,7 @@ __all__ = [
     "group_metrics",
     "is_stale",
     "make_train_batch",
+    "throughput_metrics",
 ]
 
 
@@ -85,27 +87,90 @@ def make_train_batch(step: int, groups: Sequence[FinishedGroup], config: Advanta
 
 
 def group_metrics(groups: Sequence[FinishedGroup]) -> dict[str, float]:
-    """Rollout metrics of a step's groups (the names the report and plot read)."""
+    """Rollout metrics of a step's groups; every name is defined in the table of ``arpo_core.report.metrics``.
+
+    Entropy windows are read per tree node (a prefix shared by branches is one segment, counted once); a metric
+    with nothing to average (no segment of that kind with a window, no group) is left out rather than written as 0.
+    """
     records = [r for g in groups for r in g.tree.records]
     n = max(len(records), 1)
     correct = [float(r.reward_info.get("answer_score", 0.0) or 0.0) >= 1.0 - 1e-9 for r in records]
     fmt_ok = [bool(r.reward_info.get("format_ok", False)) for r in records]
+    rewards = np.array([r.reward or 0.0 for r in records], dtype=np.float64)  # as make_train_batch: None counts 0
     unique, expanded = 0, 0
+    generated, trained = 0, 0
+    first_windows: list[float] = []
+    after_tool_windows: list[float] = []
+    zero_variance = 0
+    global_samples: list[int] = []
     for g in groups:
         u, e = g.tree.token_counts()
         unique += u
         expanded += e
-    return {
+        segments = g.tree.segments
+        for seg in segments[1:]:
+            if seg.kind is not SegmentKind.GENERATED:
+                continue
+            generated += len(seg.token_ids)
+            if seg.entropy is None or seg.parent_id is None:
+                continue
+            parent = segments[seg.parent_id].kind
+            if parent is SegmentKind.PROMPT:
+                first_windows.append(seg.entropy)
+            elif parent is SegmentKind.TOOL:
+                after_tool_windows.append(seg.entropy)
+        trained += sum(int(t.loss_mask.sum()) for t in g.tree.trajectories())
+        group_rewards = [r.reward or 0.0 for r in g.tree.records]
+        zero_variance += bool(group_rewards) and max(group_rewards) == min(group_rewards)
+        recorded = getattr(g, "global_samples", None)  # N as the engine recorded it (AEPO sizes it per group)
+        global_samples.append(
+            int(recorded) if recorded is not None else sum(r.origin == "global" for r in g.tree.records)
+        )
+    branches = float(sum(r.origin == "branch" for r in records))
+    out = {
         "groups": float(len(groups)),
         "trajectories": float(len(records)),
-        "reward_mean": sum(r.reward or 0.0 for r in records) / n,
+        "reward_mean": float(rewards.sum()) / n,
+        "reward_std": float(rewards.std()) if records else 0.0,
+        "zero_variance_group_frac": zero_variance / max(len(groups), 1),
         "accuracy": sum(correct) / n,
         "format_ok": sum(fmt_ok) / n,
         "tool_calls_per_trajectory": sum(g.tool_calls for g in groups) / n,
-        "branches": float(sum(r.origin == "branch" for r in records)),
+        "branches": branches,
+        "branches_per_trajectory": branches / n,
+        "branches_per_group": branches / max(len(groups), 1),
         "response_tokens": float(expanded),
         "response_tokens_unique": float(unique),
+        "generated_tokens": float(generated),
+        "trained_tokens": float(trained),
         "rollout_group_seconds": sum(g.seconds for g in groups) / max(len(groups), 1),
+    }
+    if global_samples:
+        out["global_samples_mean"] = float(np.mean(global_samples))
+        out["global_samples_min"] = float(min(global_samples))
+        out["global_samples_max"] = float(max(global_samples))
+    if first_windows:
+        out["entropy_window_first_mean"] = float(np.mean(first_windows))
+    if after_tool_windows:
+        out["entropy_window_after_tool_mean"] = float(np.mean(after_tool_windows))
+    if first_windows and after_tool_windows:
+        out["entropy_window_after_tool_gap"] = out["entropy_window_after_tool_mean"] - out["entropy_window_first_mean"]
+    return out
+
+
+def throughput_metrics(
+    rollout: Mapping[str, float], *, rollout_wall_seconds: float, train_step_seconds: float
+) -> dict[str, float]:
+    """Tokens per second of a step's rollout and of its ``train_step`` (0 when a duration is not positive)."""
+    return {
+        "rollout_wall_seconds": rollout_wall_seconds,
+        "rollout_tokens_per_second": rollout.get("generated_tokens", 0.0) / rollout_wall_seconds
+        if rollout_wall_seconds > 0
+        else 0.0,
+        "train_step_seconds": train_step_seconds,
+        "train_tokens_per_second": rollout.get("trained_tokens", 0.0) / train_step_seconds
+        if train_step_seconds > 0
+        else 0.0,
     }
 
 
@@ -204,12 +269,15 @@ class TrainLoop:
         self.on_group = on_group
         self._saved_step = 0
         self._published: anyio.Event | None = None  # set when a step's weights are out (the launch gate waits on it)
+        self._collected_at = 0.0  # when the last step's groups were all in (async rollout wall time)
 
     # ------------------------------------------------------------------ collective instructions
     def _perform(self, message: tuple[str, Any]) -> Any:
         kind, payload = message
         if kind == "step":
+            began = time.perf_counter()
             metrics = dict(self.trainer.train_step(payload))
+            metrics["train_step_seconds"] = time.perf_counter() - began
             began = time.perf_counter()
             self.trainer.publish_weights(self.target)
             metrics["publish_seconds"] = time.perf_counter() - began
@@ -241,6 +309,7 @@ class TrainLoop:
         engine.policy_version = self.trainer.policy_version
         self._saved_step = start_step
         self._published = anyio.Event()
+        self._collected_at = began
         try:
             if self.settings.mode == "sync":
                 await self._run_sync(engine, prompts, start_step, result)
@@ -327,6 +396,11 @@ class TrainLoop:
         result: LoopResult,
     ) -> None:
         trainer_version = self.trainer.policy_version
+        # Rollout wall time: sync, the step's own rollout; async, the engine generates all along, so the time since
+        # the previous step's groups were all in (the steady-state rate at which the rollout feeds the trainer).
+        collected = time.perf_counter()
+        rollout_wall = rollout_seconds if self.settings.mode == "sync" else collected - self._collected_at
+        self._collected_at = collected
         batch = make_train_batch(step, groups, self.advantage)
         began = time.perf_counter()
         metrics: dict[str, float] = dict(await anyio.to_thread.run_sync(self._collective, "step", batch))
@@ -338,7 +412,15 @@ class TrainLoop:
         self.on_publish(self.trainer.policy_version)
         result.dropped_stale += dropped
         staleness = [trainer_version - g.policy_version for g in groups]
-        metrics.update(group_metrics(groups))
+        rollout = group_metrics(groups)
+        metrics.update(rollout)
+        metrics.update(
+            throughput_metrics(
+                rollout,
+                rollout_wall_seconds=rollout_wall,
+                train_step_seconds=metrics.get("train_step_seconds", train_seconds),
+            )
+        )
         metrics.update(
             groups_dropped_stale=float(dropped),
             staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
