@@ -112,3 +112,29 @@ async def test_groups_in_flight_and_backpressure() -> None:
             assert len(started) <= 3
             rest = [g async for g in receive]
     assert len(rest) + 1 == 8 and first.tree is not None
+
+
+async def test_aepo_pre_monitoring_is_deterministic_under_concurrency() -> None:
+    # N of each group comes from that group's own first trajectory, so groups expanded concurrently (in whatever
+    # order their requests are served) get the same N, and the same global trajectories, as one at a time
+    policy = ScriptedPolicy(seed=4)
+    cfg = small_config(**{"algo.branching.dynamic_global_samples": "true"})
+    concurrent = await collect(engine([PolicyInferenceClient(policy, latency_s=0.001)], cfg, policy), prompts(8))
+    one_by_one = engine([PolicyInferenceClient(policy)], cfg, policy)
+    sequential = [await one_by_one.rollout_group(p) for p in prompts(8)]
+    by_id = {g.tree.group_id: g for g in concurrent}
+    for g in sequential:
+        other = by_id[g.tree.group_id]
+        assert other.global_samples == g.global_samples == g.tree.metadata["global_samples"]
+        assert _globals(other) == _globals(g)
+    assert len({g.global_samples for g in sequential}) > 1  # N differs between prompts
+
+
+async def test_finished_groups_record_the_configured_n_without_pre_monitoring() -> None:
+    policy = ScriptedPolicy(seed=5)
+    groups = await collect(engine([PolicyInferenceClient(policy)], small_config(), policy), prompts(3))
+    assert [g.global_samples for g in groups] == [3, 3, 3]
+
+
+def _globals(group: FinishedGroup) -> list[list[int]]:
+    return sorted(t.token_ids for t in group.tree.trajectories() if t.record.origin == "global")

@@ -67,7 +67,8 @@ class BranchingConfig(_Frozen):
     budget: int = Field(default=16, ge=1)
     """M: trajectories per prompt in total. Paper: 16 (12 for 14B models)."""
     global_samples: int = Field(default=8, ge=1)
-    """N: trajectories started from the bare prompt; the other M − N slots are for branches. Paper: 8 (6 for 14B)."""
+    """N: trajectories started from the bare prompt; the other M − N slots are for branches. Paper: 8 (6 for 14B).
+    With ``dynamic_global_samples`` on: the N of a group whose first trajectory ends before a tool result."""
     branches_per_decision: int = Field(default=1, ge=1)
     """Z: branches spawned by one positive decision. Reference: beam_size = 2, i.e. Z = 1."""
     alpha: float = 0.5
@@ -83,9 +84,11 @@ class BranchingConfig(_Frozen):
     consecutive_branch_penalty: float = Field(default=0.0, ge=0.0, le=1.0)
     """AEPO: P_t·(1 − c·l) after l consecutive branches of a lineage. 0 = off (ARPO); AEPO uses 0.05."""
     dynamic_global_samples: bool = False
-    """AEPO entropy pre-monitoring: N = int(M·σ(0.5·(H_root − mean H_tool))) + 1 per prompt. Off in ARPO."""
+    """AEPO entropy pre-monitoring: N = int(M·σ(0.5·(H_root − mean H_tool))) + 1 per prompt, with H_root the first
+    segment's window of the group's first trajectory and H_tool the window after its first tool result (the other
+    global samples start once it is known). Off in ARPO. Needs the server's top-k logprobs."""
     dynamic_global_samples_min: int = Field(default=1, ge=1)
-    """Lower bound on N when ``dynamic_global_samples`` is on."""
+    """Lower bound on N when ``dynamic_global_samples`` is on (an error otherwise, unless left at 1)."""
 
     @model_validator(mode="after")
     def _check_budget(self) -> BranchingConfig:
@@ -99,17 +102,22 @@ class BranchingConfig(_Frozen):
                 f"dynamic_global_samples_min={self.dynamic_global_samples_min} exceeds budget={self.budget}; "
                 "lower it to at most the budget"
             )
+        if self.dynamic_global_samples_min != 1 and not self.dynamic_global_samples:
+            raise ValueError(
+                f"dynamic_global_samples_min={self.dynamic_global_samples_min} only bounds the N of AEPO "
+                "pre-monitoring, which is off; set dynamic_global_samples=true or leave the minimum at 1"
+            )
         return self
 
     @property
     def branch_budget(self) -> int:
-        """M − N: trajectory slots reserved for branches."""
+        """M − N: trajectory slots reserved for branches (the configured N; AEPO pre-monitoring sizes it per group)."""
         return self.budget - self.global_samples
 
     @property
     def is_grpo(self) -> bool:
-        """True when no slot is left for branches (N = M): plain GRPO sampling."""
-        return self.global_samples == self.budget
+        """True when no slot is ever left for branches (N = M, not resized per group): plain GRPO sampling."""
+        return self.global_samples == self.budget and not self.dynamic_global_samples
 
 
 class AdvantageConfig(_Frozen):

@@ -25,6 +25,11 @@ Deviations from the reference code (each has a test): the decision after tool ca
 after result t (no one-step lag); branch ids and ``H_initial`` are per group (no stale state); branches keep
 their root (no re-rooting); the budget is filled with fresh global samples rather than by duplicating the last
 trajectory. ``N = M`` never branches and is exactly GRPO sampling.
+
+AEPO entropy pre-monitoring (``dynamic_global_samples``, see ``aepo``): ``start_premonitored`` hands out only the
+first global trajectory; once the runtime has its first-segment window and the window after its first tool result
+(or it is about to end without one), ``size_global_samples`` fixes N for the group and hands out the other N − 1.
+Until then nothing fills, decides or finishes, so the sizing always happens before the first branch decision.
 """
 
 from __future__ import annotations
@@ -116,6 +121,8 @@ class BranchScheduler:
     seed: int = 0
     global_samples: int | None = None
     """Override of N for this group (AEPO pre-monitoring); defaults to ``config.global_samples``."""
+    _sized: bool = field(default=False, init=False, repr=False)
+    _awaiting_size: bool = field(default=False, init=False, repr=False)
     _slots: list[TrajectorySlot] = field(default_factory=list, init=False, repr=False)
     _active: set[int] = field(default_factory=set, init=False, repr=False)
     _last_step: dict[int, int] = field(default_factory=dict, init=False, repr=False)
@@ -129,6 +136,7 @@ class BranchScheduler:
             raise ValueError(f"global_samples={n} must be between 1 and budget={self.config.budget}.")
         if self.seed < 0:
             raise ValueError(f"seed={self.seed} must be ≥ 0.")
+        self._sized = self.global_samples is not None
         self.global_samples = n
 
     @classmethod
@@ -147,7 +155,7 @@ class BranchScheduler:
         """
         n = None
         if config.dynamic_global_samples and root_entropy is not None:
-            n = dynamic_global_samples(config.budget, root_entropy, tool_entropies, config.dynamic_global_samples_min)
+            n = _aepo_n(config, root_entropy, tool_entropies)
         return cls(config, seed=seed, global_samples=n)
 
     # ------------------------------------------------------------------ budget
@@ -158,7 +166,7 @@ class BranchScheduler:
 
     @property
     def n_global(self) -> int:
-        """N for this group."""
+        """N for this group (the configured one while ``awaiting_size``)."""
         assert self.global_samples is not None
         return self.global_samples
 
@@ -184,21 +192,66 @@ class BranchScheduler:
         return frozenset(self._active)
 
     @property
+    def needs_premonitoring(self) -> bool:
+        """N is sized per group (``dynamic_global_samples``) and was not given: start with ``start_premonitored``."""
+        return self.config.dynamic_global_samples and not self._sized
+
+    @property
+    def awaiting_size(self) -> bool:
+        """``start_premonitored`` was called and ``size_global_samples`` not yet."""
+        return self._awaiting_size
+
+    @property
     def done(self) -> bool:
         """Every one of the M trajectories exists and has finished."""
         return self._started and len(self._slots) == self.budget and not self._active
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> tuple[TrajectorySlot, ...]:
-        """The N global trajectories to launch from the bare prompt; call once."""
-        if self._started:
-            raise RuntimeError("start() was already called for this group; create a new scheduler per group.")
-        self._started = True
+        """The N global trajectories to launch from the bare prompt; call once (or ``start_premonitored``)."""
+        self._begin("start()")
+        if self.needs_premonitoring:
+            raise ValueError(
+                "algo.branching.dynamic_global_samples=True sizes N per prompt, which start() cannot do; expand the "
+                "group with start_premonitored() and size_global_samples() (the async rollout engine does), or turn "
+                "dynamic_global_samples off."
+            )
         return tuple(self._new_slot(Origin.GLOBAL, lineage=(0, k)) for k in range(self.n_global))
+
+    def start_premonitored(self) -> TrajectorySlot:
+        """AEPO pre-monitoring: only the first global trajectory; ``size_global_samples`` launches the others."""
+        self._begin("start_premonitored()")
+        if not self.needs_premonitoring:
+            raise ValueError(
+                "start_premonitored() sizes N from entropies, but this group's N is fixed (dynamic_global_samples "
+                "is off, or global_samples was given); call start() instead."
+            )
+        self._awaiting_size = True
+        return self._new_slot(Origin.GLOBAL, lineage=(0, 0))
+
+    def size_global_samples(
+        self, root_entropy: float, tool_entropies: Sequence[float] = ()
+    ) -> tuple[TrajectorySlot, ...]:
+        """Fix N from the first trajectory's ``H_root`` and post-tool windows (see ``aepo``); the N − 1 global
+        trajectories still to launch. No tool window: N is the configured ``global_samples``."""
+        if not self._awaiting_size:
+            raise RuntimeError("size_global_samples() needs a group started with start_premonitored(), once.")
+        n = _aepo_n(self.config, root_entropy, tool_entropies)
+        self.global_samples = n
+        self._sized = True
+        self._awaiting_size = False
+        return tuple(self._new_slot(Origin.GLOBAL, lineage=(0, k)) for k in range(1, n))
+
+    def _begin(self, name: str) -> None:
+        if self._started:
+            raise RuntimeError(f"{name}: start was already called for this group; create a new scheduler per group.")
+        self._started = True
 
     def decide(self, trajectory: int, tool_step: int, delta_entropy: float) -> BranchDecision:
         """Decide after tool result ``tool_step`` (1-based) of ``trajectory``, given ``ΔH`` of the next segment."""
         slot = self._running(trajectory)
+        if self._awaiting_size:
+            raise RuntimeError("decide(): call size_global_samples() first, so the branch budget M − N is known.")
         last = self._last_step.get(trajectory, slot.branch_step)
         if tool_step <= last:
             raise ValueError(
@@ -253,6 +306,8 @@ class BranchScheduler:
     def finish(self, trajectory: int) -> None:
         """Trajectory ended (answer, EOS, token budget, call limit or error)."""
         self._running(trajectory)
+        if self._awaiting_size:
+            raise RuntimeError("finish(): call size_global_samples() before the pre-monitoring trajectory ends.")
         self._active.discard(trajectory)
 
     def fill(self) -> tuple[TrajectorySlot, ...]:
@@ -260,7 +315,7 @@ class BranchScheduler:
         if not self._started:
             raise RuntimeError("call start() before fill().")
         missing = self.budget - len(self._slots)
-        if missing <= 0 or any(self._may_branch(i) for i in self._active):
+        if self._awaiting_size or missing <= 0 or any(self._may_branch(i) for i in self._active):
             return ()
         fills = sum(1 for s in self._slots if s.origin is Origin.FILL)
         return tuple(self._new_slot(Origin.FILL, lineage=(1, fills + k)) for k in range(missing))
@@ -300,3 +355,13 @@ class BranchScheduler:
         key = ",".join(map(str, (self.seed, *lineage, tool_step))).encode()
         bits = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 11
         return bits / float(1 << 53)
+
+
+def _aepo_n(config: BranchingConfig, root_entropy: float, tool_entropies: Sequence[float]) -> int:
+    return dynamic_global_samples(
+        config.budget,
+        root_entropy,
+        tool_entropies,
+        config.dynamic_global_samples_min,
+        fallback=config.global_samples,
+    )

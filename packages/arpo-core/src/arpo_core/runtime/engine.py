@@ -13,6 +13,12 @@
 * Finished groups are rewarded (in a worker thread: math checks can be slow) and tagged with the policy version
   the engine had when the group started; the trainer uses it for the staleness bound.
 * Concurrency is explicit: groups in flight, requests in flight, tool calls in flight (``RolloutConfig``).
+* ``algo.branching.dynamic_global_samples`` (AEPO entropy pre-monitoring) sizes N per group from the group's own
+  first trajectory — ``H_root`` its first-segment window, ``H_tool`` the window after its first tool result — before
+  the other global samples start (``group_rollout``, ``algo.aepo``); ``FinishedGroup.global_samples`` is the N used.
+* A setting the engine cannot honour is an error at construction, never silently dropped: a tag-protocol reward
+  with a tool bonus under a parser whose calls that reward cannot see (hermes), or tag tools the reward's format
+  check does not know.
 """
 
 from __future__ import annotations
@@ -28,16 +34,16 @@ from anyio.abc import ObjectSendStream
 from arpo_core.algo.branching import BranchDecision, BranchScheduler, group_seed
 from arpo_core.algo.entropy import make_estimator
 from arpo_core.algo.entropy_monitor import EntropyMonitor
-from arpo_core.algo.rewards import RewardFunction
+from arpo_core.algo.rewards import RewardFunction, TagProtocolReward
 from arpo_core.config import ArpoConfig
 from arpo_core.runtime.group_rollout import Limits, expand_group_async, first_leaf
 from arpo_core.runtime.inference import InferenceClient, InferenceError, Tokenizer
 from arpo_core.runtime.openai_client import ServerUnavailableError
 from arpo_core.runtime.tools import ToolClient
-from arpo_core.toolcalls import ToolCallParser
+from arpo_core.toolcalls import TagProtocol, ToolCallParser
 from arpo_core.tree import RolloutTree
 
-__all__ = ["FinishedGroup", "PromptGroup", "RolloutEngine"]
+__all__ = ["FinishedGroup", "PromptGroup", "RolloutEngine", "check_reward_sees_tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ class FinishedGroup:
     requests: int
     seconds: float
     attempts: int
+    global_samples: int | None = None
+    """N: trajectories started from the bare prompt before any fill; per group under AEPO pre-monitoring
+    (``dynamic_global_samples``), else the configured one. ``None`` when unknown."""
 
 
 @dataclass
@@ -88,6 +97,8 @@ class RolloutEngine:
     ) -> None:
         if not clients:
             raise ValueError("RolloutEngine needs at least one inference server.")
+        if reward_fn is not None:
+            check_reward_sees_tool_calls(parser, reward_fn)
         self._servers = [_Server(c) for c in clients]
         self.tokenizer = tokenizer
         self.tools = tools
@@ -129,7 +140,7 @@ class RolloutEngine:
                     tokenizer=self.tokenizer,
                     tools=self.tools,
                     parser=self.parser,
-                    scheduler=BranchScheduler.for_group(algo.branching, seed),
+                    scheduler=BranchScheduler(algo.branching, seed=seed),
                     monitor=EntropyMonitor(
                         make_estimator(algo.entropy.estimator, self.vocab_size),
                         algo.entropy.window,
@@ -160,6 +171,7 @@ class RolloutEngine:
             result.requests,
             time.perf_counter() - start,
             attempts,
+            result.global_samples,
         )
 
     def _reward(self, tree: RolloutTree, ground_truth: str | tuple[str, ...]) -> None:
@@ -205,3 +217,38 @@ class RolloutEngine:
             else:
                 for prompt in prompts:
                     await launch(prompt)
+
+
+def check_reward_sees_tool_calls(parser: ToolCallParser, reward_fn: RewardFunction) -> None:
+    """Refuse a tag-protocol reward whose tool options cannot act on the calls ``parser`` produces.
+
+    The tag reward finds tool calls by their tags (``algo.reward.tool_tags``): under another protocol (hermes) it
+    sees none, so its tool bonus could never be earned; under the tag protocol a parser tool missing from
+    ``tool_tags`` would make every response that calls it fail the format check, and a ``bonus_tools`` entry the
+    parser does not define could never be called. Other reward functions are the caller's business.
+    """
+    if not isinstance(reward_fn, TagProtocolReward):
+        return
+    reward = reward_fn.config
+    if not isinstance(parser, TagProtocol):
+        if reward.tool_bonus != 0:
+            raise ValueError(
+                f"algo.reward.tool_bonus={reward.tool_bonus} can never be earned with {type(parser).__name__} "
+                "tool calls, which the tag-protocol reward does not see; set algo.reward.tool_bonus=0 or use "
+                "tool_calls.protocol='tags'."
+            )
+        return
+    tools = set(parser.tools)
+    unknown = sorted(tools - set(reward.tool_tags))
+    if unknown:
+        raise ValueError(
+            f"tool_calls.tag_arguments defines {unknown}, which algo.reward.tool_tags={list(reward.tool_tags)} "
+            "lacks, so every response calling them would fail the format check; add them to algo.reward.tool_tags."
+        )
+    never = [tool for tool in reward.bonus_tools if tool not in tools]
+    if reward.tool_bonus != 0 and never:
+        raise ValueError(
+            f"algo.reward.bonus_tools={list(reward.bonus_tools)} includes {never}, which tool_calls.tag_arguments "
+            "does not define, so algo.reward.tool_bonus could never be earned; drop them from bonus_tools or set "
+            "tool_bonus=0."
+        )

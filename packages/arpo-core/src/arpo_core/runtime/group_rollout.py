@@ -12,6 +12,14 @@ a test checks both give the same tree — with every trajectory of the group run
         calls = call_limit: end ("call_limit");  no call: end (answer, EOS, max tokens)
     when nothing left can branch and the group has fewer than M, fill with fresh global samples.
 
+AEPO entropy pre-monitoring (``algo.branching.dynamic_global_samples``; rule in ``algo.aepo``): the group starts
+with its first global trajectory alone. ``H_root`` is the window of that trajectory's first segment (its
+``H_initial``); ``H_tool`` is the window of the segment it generates right after its first tool result. As soon as
+that segment is measured — before its branch decision — N is fixed and the other N − 1 global trajectories are
+launched; if the trajectory ends first (no tool call, call limit, token budget), N is the configured
+``global_samples``. The N used is ``GroupResult.global_samples`` (and ``tree.metadata["global_samples"]``).
+Pre-monitoring needs the server's top-k logprobs; without them it is an error naming the option.
+
 The scheduler and monitor are synchronous and touched only between awaits of one event loop, so they need no
 lock. Limits (requests, tool calls) are the engine's ``CapacityLimiter``s, shared by all groups.
 """
@@ -61,6 +69,9 @@ class GroupResult:
     tool_calls: int = 0
     requests: int = 0
     server: str = ""
+    global_samples: int = 0
+    """N: the trajectories started from the bare prompt before any fill (sized per group by AEPO pre-monitoring
+    when ``dynamic_global_samples`` is on, else the configured one)."""
 
 
 async def expand_group_async(
@@ -84,6 +95,7 @@ async def expand_group_async(
     out = GroupResult(tree, server=client.name)
     budget = config.max_response_tokens
     call_limit = scheduler.config.call_limit
+    premonitor = scheduler.needs_premonitoring
 
     prompt = list(tree.prompt.token_ids)
 
@@ -128,6 +140,10 @@ async def expand_group_async(
                 entropy=None if completion.top_logprobs is None else monitor.measure(completion.top_logprobs),
             )
             used += len(completion.token_ids)
+            if scheduler.awaiting_size:  # only the pre-monitoring trajectory runs until N is known
+                window = _premonitor_window(seg.entropy)
+                if not first:  # the segment right after its first tool result: H_tool, so N is known now
+                    _size_globals(tg, [window])
             decision = observe_segment(scheduler, monitor, slot, calls, first, seg.entropy)
             if decision is not None:
                 out.decisions.append(decision)
@@ -156,8 +172,14 @@ async def expand_group_async(
                 return
 
     def _end(slot: TrajectorySlot, leaf: int, reason: str, tg: anyio.abc.TaskGroup) -> None:
+        if scheduler.awaiting_size:  # the pre-monitoring trajectory ends without a post-tool window
+            _size_globals(tg, [])
         end_trajectory(tree, scheduler, slot, leaf, reason)
         _launch_fills(tg)
+
+    def _size_globals(tg: anyio.abc.TaskGroup, tool_windows: list[float]) -> None:
+        for other in scheduler.size_global_samples(monitor.initial(0), tool_windows):
+            tg.start_soon(run, other, 0, list(prompt), 0, 0, tg)
 
     def _launch_fills(tg: anyio.abc.TaskGroup) -> None:
         for fill in scheduler.fill():
@@ -165,12 +187,25 @@ async def expand_group_async(
 
     try:
         async with anyio.create_task_group() as tg:
-            for slot in scheduler.start():
+            for slot in (scheduler.start_premonitored(),) if premonitor else scheduler.start():
                 tg.start_soon(run, slot, 0, list(prompt), 0, 0, tg)
     except Exception as err:  # one trajectory failed, the others were cancelled: raise its error itself
         raise first_leaf(err) from None
     tree.validate()
+    out.global_samples = scheduler.n_global
+    if premonitor:
+        tree.metadata["global_samples"] = scheduler.n_global
     return out
+
+
+def _premonitor_window(entropy: float | None) -> float:
+    if entropy is None:
+        raise ValueError(
+            "algo.branching.dynamic_global_samples=True sizes N from the entropy of the group's first trajectory, "
+            "but the server returned no top-k logprobs; request them (algo.entropy.top_logprobs ≥ 1) or turn "
+            "dynamic_global_samples off."
+        )
+    return entropy
 
 
 def first_leaf(err: BaseException) -> BaseException:
