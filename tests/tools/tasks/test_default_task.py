@@ -15,7 +15,6 @@ from arpo_tools.search.worldgen import DATA_DIR, PASSAGES_FILE
 from arpo_tools.tasks import default_task
 from arpo_tools.tasks.default import (
     DATA_SOURCE,
-    DEMO_BOTH_TEMPLATES,
     DEMO_COUNTS,
     KINDS,
     SYSTEM_PROMPT,
@@ -54,20 +53,17 @@ def test_sizes_and_kinds_are_as_documented() -> None:
     assert len(set(kinds(train[:40]))) == 4
 
 
-def test_demos_teach_single_tools_and_leave_composition_to_rl() -> None:
+def test_demos_teach_single_tools_and_show_each_composite_template_a_few_times() -> None:
     demos = demo_task()
-    assert kinds(demos) == Counter({"python": 72, "search": 72, "both": 16}) == +Counter(DEMO_COUNTS)
-    assert {s.extra["template"] for s in demos if s.extra["kind"] == "both"} == {"age"} == set(DEMO_BOTH_TEMPLATES)
-    assert not any(len([c for c in s.extra["calls"] if c["tool"] == "search"]) > 1 for s in demos)  # no two hops
+    assert kinds(demos) == Counter({"python": 65, "search": 65, "both": 20, "chain": 10}) == Counter(DEMO_COUNTS)
+    templates = Counter((s.extra["kind"], s.extra["template"]) for s in demos if s.extra["kind"] in ("both", "chain"))
+    both = {"age": 4, "hire": 4, "times": 4, "above": 4, "meters": 4}
+    chain = {"founder-born": 2, "hq-population": 2, "birthplace-founded": 2, "climber-born": 2, "river-length": 2}
+    assert templates == Counter({("both", t): n for t, n in both.items()} | {("chain", t): n for t, n in chain.items()})
     assert demo_task() == demo_task(0) != demo_task(1)
-    train_ids, test = {s.id for s in default_task(600)}, default_task(split="test")
-    assert {s.id for s in demos if s.extra["kind"] != "python"} <= {s.id for s in _search_pool(0, "train")} | {
-        s.id for s in _both_pool(0, "train")
-    }
-    assert not {s.question for s in demos} & {s.question for s in test} and train_ids
-    # the held-out both questions are mostly of templates no demonstration shows
-    unseen = [s for s in test if s.extra["kind"] == "both" and s.extra["template"] not in DEMO_BOTH_TEMPLATES]
-    assert len(unseen) >= 6
+    train_pools = _search_pool(0, "train") + _both_pool(0, "train") + _chain_pool(0, "train")
+    assert {s.id for s in demos if s.extra["kind"] != "python"} <= {s.id for s in train_pools}
+    assert not {s.question for s in demos} & {s.question for s in default_task(split="test")}
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:

@@ -16,12 +16,11 @@ Four kinds of question, graded from one tool call to a composition of two:
   search the founder). Answering after the first result gives the wrong fact.
 
 **What the SFT cold start shows, and what it leaves to RL.** The demonstrations (``demo_task``, ``DEMO_COUNTS``)
-teach the tag protocol and single-tool use — 72 python and 72 search questions — plus 16 ``both`` questions of one
-template (``age``: "how many years before 2025"). They never show a two-search trajectory, nor the other ``both``
-templates (``hire``, ``times``, ``above``, ``meters``). The held-out ``both`` and ``chain`` questions thus need
-what demonstrations alone do not give: deciding, right after a tool result, that the question is not answered yet
-and which tool to call next — the step where ARPO measures entropy and branches. The RL prompts (the train split)
-are mostly of those two kinds.
+teach the tag protocol and single-tool use — 65 python and 65 search questions — and show each composite template
+only a few times (4 per ``both`` template, 2 per ``chain`` template). After them the model answers single-tool
+questions but composes two calls only now and then: the held-out ``both`` and ``chain`` questions need it to decide,
+right after a tool result, that the question is not answered yet and which tool to call next — the step where ARPO
+measures entropy and branches. The RL prompts (the train split) are mostly of those two kinds.
 
 Sizes (``n=None``): **train 200** = 32 python + 32 search + 68 both + 68 chain (the RL prompts); **test 48** = 12 of
 each kind; **demos 160** (``DEMO_COUNTS``). A smaller or larger ``n`` keeps these proportions (largest remainders;
@@ -73,7 +72,6 @@ update counts."""
 
 __all__ = [
     "DATA_SOURCE",
-    "DEMO_BOTH_TEMPLATES",
     "DEMO_COUNTS",
     "KINDS",
     "SPLITS",
@@ -96,12 +94,11 @@ TRAIN_COUNTS: Mapping[str, int] = {"python": 32, "search": 32, "both": 68, "chai
 """The train split with ``n=None`` (the RL prompts): 200 questions, most of them the kinds that need two calls."""
 TEST_COUNTS: Mapping[str, int] = {"python": 12, "search": 12, "both": 12, "chain": 12}
 """The held-out split with ``n=None``: 48 questions, 12 of each kind."""
-DEMO_COUNTS: Mapping[str, int] = {"python": 72, "search": 72, "both": 16, "chain": 0}
-"""The SFT cold start's questions (``demo_task``, drawn from the train split): single-tool use, a few
-search-then-compute demonstrations of one template family (``age``), no two-search demonstration at all. What the
-held-out ``both`` (other templates) and ``chain`` questions need beyond that is left for RL to find."""
-DEMO_BOTH_TEMPLATES = ("age",)
-"""The ``both`` templates the demonstrations show; the others (``hire``, ``times``, ``above``, ``meters``) never."""
+DEMO_COUNTS: Mapping[str, int] = {"python": 65, "search": 65, "both": 20, "chain": 10}
+"""The SFT cold start's questions (``demo_task``, drawn from the train split): mostly single-tool use, and only a
+few demonstrations of each composite template (``both``: 4 of each of its 5 templates, ``chain``: 2 of each of its
+5), taken round-robin over the templates. Enough for the model to try a second call now and then, too few for it
+to do so reliably: that is what RL has to add."""
 TEST_FRACTION = 0.25
 """Share of each kind of entity (and of arithmetic questions) held out for the test split."""
 YEAR = worldgen.YEAR_NOW
@@ -437,18 +434,29 @@ def default_task(n: int | None = None, seed: int = 0, split: str = "train") -> l
 def demo_task(seed: int = 0) -> list[Sample]:
     """The SFT cold start's questions: ``DEMO_COUNTS`` of each kind from the train split of ``seed``, mixed.
 
-    ``both`` questions come only from ``DEMO_BOTH_TEMPLATES``; every world question is of an entity of the train
-    split (the held-out entities never appear). They overlap the RL prompts, as a cold start's data would.
+    The composite kinds take their questions round-robin over their templates (so each template is shown about
+    equally often); every world question is of an entity of the train split (the held-out entities never appear).
+    They overlap the RL prompts, as a cold start's data would.
     """
     samples = _python_samples(DEMO_COUNTS["python"], seed, "train")
-    pools = _pools(seed, "train")
-    pools["both"] = [s for s in pools["both"] if s.extra["template"] in DEMO_BOTH_TEMPLATES]
-    for kind, pool in pools.items():
-        if DEMO_COUNTS[kind] > len(pool):
-            raise ValueError(f"DEMO_COUNTS asks for {DEMO_COUNTS[kind]} {kind!r} questions; the pool has {len(pool)}.")
-        samples += pool[: DEMO_COUNTS[kind]]
+    for kind, pool in _pools(seed, "train").items():
+        samples += _round_robin(pool, DEMO_COUNTS[kind]) if kind in ("both", "chain") else pool[: DEMO_COUNTS[kind]]
     _rng(seed, "demos", "order").shuffle(samples)
     return samples
+
+
+def _round_robin(pool: Sequence[Sample], count: int) -> list[Sample]:
+    """``count`` samples of ``pool`` (kept in its order), cycling over the templates in order of first appearance."""
+    by_template: dict[str, list[Sample]] = {}
+    for sample in pool:
+        by_template.setdefault(str(sample.extra["template"]), []).append(sample)
+    queues = list(by_template.values())
+    out: list[Sample] = []
+    while len(out) < count and any(queues):
+        for queue in queues:
+            if queue and len(out) < count:
+                out.append(queue.pop(0))
+    return out
 
 
 def _largest_n(available: int, kind: str, split: str) -> int:
