@@ -212,6 +212,8 @@ class TrainConfig(_Frozen):
     (none for a file)."""
     eval_size: int | None = Field(default=None, ge=1)
     """Evaluate on the first N held-out questions (``None``: all)."""
+    eval_every: int = Field(default=0, ge=0)
+    """Also evaluate the held-out questions every N RL steps (greedy; label ``step N``); 0: only before and after."""
     steps: int = Field(default=100, ge=0)
     """RL steps (optimiser updates of one batch each)."""
     groups_per_step: int = Field(default=128, ge=1)

@@ -12,7 +12,8 @@ What happens, in order (rank 0 drives; the other ranks join every collective ste
 3. Held-out evaluation of the starting model (greedy, through the same agent loop and tools as ``arpo eval``).
 4. The SFT cold start when enabled (``arpo sft`` on generated or given demonstrations), then its evaluation.
 5. ARPO (or GRPO): ``arpo_core.runtime.train_loop`` — rollouts keep being generated while the trainer steps;
-   weights are published after every step; checkpoints every ``save_every`` steps, at the end and on Ctrl-C.
+   weights are published after every step; checkpoints every ``save_every`` steps, at the end and on Ctrl-C;
+   with ``train.eval_every`` N, a held-out evaluation after every N-th step (see ``_EvalGate``).
 6. The final model exported in Hugging Face format, a last evaluation, a PNG of reward and tool calls per
    step, and a report of what changed and where everything went.
 
@@ -27,8 +28,9 @@ import gc
 import json
 import signal
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -169,32 +171,41 @@ def _weight_target(cfg: Any, urls: tuple[str, ...], run_dir: Path) -> Any:
     return WeightTarget(kind, urls, run_dir / "weights")
 
 
-async def _evaluate(cfg: Any, url: str, model: str, samples: list[Any], tools: Any, label: str) -> dict[str, Any]:
+async def _evaluate(
+    cfg: Any, url: str, model: str, samples: list[Any], tools: Any, label: str, progress: Any = None
+) -> dict[str, Any]:
+    """Greedy held-out evaluation; ``progress``: a live rich ``Progress`` to show it in (else one of its own)."""
     from arpo_core.runtime.chat import OpenAIChatClient
 
     async with OpenAIChatClient(url, model) as client:
-        report = await _evaluate_with(cfg, client, model, samples, tools, label)
+        report = await _evaluate_with(cfg, client, model, samples, tools, label, progress)
     return {**report.summary(), "seconds": report.seconds, "_report": report.to_dict()}
 
 
-async def _evaluate_with(cfg: Any, client: Any, model: str, samples: list[Any], tools: Any, label: str) -> Any:
+async def _evaluate_with(
+    cfg: Any, client: Any, model: str, samples: list[Any], tools: Any, label: str, progress: Any = None
+) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from arpo_core.algo.rewards import make_reward_function
     from arpo_core.runtime.evaluate import evaluate
 
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task(f"eval ({label})", total=len(samples))
-        report = await evaluate(
+    if progress is None:  # rich allows one live display at a time: during RL the loop's is passed in
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            transient=True,
+        ) as own:  # fmt: skip
+            return await _evaluate_with(cfg, client, model, samples, tools, label, own)
+    task = progress.add_task(f"eval ({label})", total=len(samples), info="")
+    try:
+        return await evaluate(
             client, samples, tools, model=model, dataset=cfg.train.dataset, k=1, protocol="tags-inline",
             concurrency=cfg.inference.eval_concurrency, call_limit=cfg.algo.branching.call_limit,
             max_tokens=cfg.rollout.max_segment_tokens or cfg.rollout.max_response_tokens, temperature=0.0,
             on_episode=lambda: progress.advance(task), reward=make_reward_function(cfg.algo.reward),
         )  # fmt: skip
-    return report
+    finally:
+        progress.remove_task(task)
 
 
 def _record_eval(state: _RunState, sinks: Any, run_dir: Path, label: str, step: int, summary: dict[str, Any]) -> None:
@@ -210,6 +221,70 @@ def _record_eval(state: _RunState, sinks: Any, run_dir: Path, label: str, step: 
         f"eval {label}: {reward}accuracy {summary['pass@1']:.3f}, F1 {summary['mean_f1']:.3f}, "
         f"{summary['tool_calls_per_episode']:.2f} tool calls/question, {summary['format_errors']:.0f} format errors"
     )
+
+
+class _EvalGate:
+    """Held-out evaluations during RL (``train.eval_every``), on rank 0, never across a weight publish.
+
+    The loop's callbacks are synchronous and run inside it, so ``log`` (called after step N's weights are out)
+    only starts the evaluation, as a task beside the loop; the trainer's next ``publish_weights`` — wrapped by
+    :meth:`hold_publishes` — waits until it is over. So an evaluation sees exactly the policy after step N and no
+    weight swap mid-way, while the loop carries on meanwhile: rollouts for the next steps (async and sync mode
+    alike: the engine shares the inference server with the evaluation) and the next ``train_step``. Any time the
+    next publish spends waiting is logged as ``eval_wait_seconds`` and is inside that step's ``train_seconds``.
+    An evaluation that fails is raised at the next step's ``log``, through the loop's error path (checkpoint first).
+    """
+
+    def __init__(self) -> None:
+        self._idle = threading.Event()
+        self._idle.set()
+        self._error: Exception | None = None
+        self._waited = 0.0
+
+    def start(self, task_group: Any, evaluation: Callable[[], Awaitable[None]]) -> None:
+        self._idle.clear()
+
+        async def run() -> None:
+            try:
+                await evaluation()
+            except Exception as err:
+                self._error = err
+            finally:
+                self._idle.set()
+
+        task_group.start_soon(run)
+
+    def wait(self) -> None:
+        """Block (in the loop's worker thread) until no evaluation is running."""
+        began = time.perf_counter()
+        self._idle.wait()
+        self._waited += time.perf_counter() - began
+
+    def take_waited(self) -> float:
+        waited, self._waited = self._waited, 0.0
+        return waited
+
+    def raise_failure(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def hold_publishes(self, trainer: Any) -> Any:
+        """``trainer`` with ``publish_weights`` held while an evaluation runs (everything else passed through)."""
+        return _HeldPublishes(trainer, self)
+
+
+class _HeldPublishes:
+    def __init__(self, trainer: Any, gate: _EvalGate) -> None:
+        self._trainer = trainer
+        self._gate = gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trainer, name)
+
+    def publish_weights(self, target: Any) -> Any:
+        self._gate.wait()
+        return self._trainer.publish_weights(target)
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -367,7 +442,9 @@ async def _leader_run(
         state.timings["eval"] = state.timings.get("eval", 0.0) + time.perf_counter() - t
 
     t = time.perf_counter()
-    result = await _rl(cfg, inputs, run_dir, ctx, stop, trainer, target, tools, urls, model_name, position, sinks)
+    result = await _rl(
+        cfg, inputs, run_dir, ctx, stop, trainer, target, tools, urls, model_name, position, sinks, state
+    )
     state.timings["rl"] = time.perf_counter() - t
     await anyio.to_thread.run_sync(trainer.export_hf, run_dir / "model")
     await anyio.to_thread.run_sync(trainer.close)
@@ -400,12 +477,15 @@ async def _rl(
     model_name: str,
     position: Mapping[str, Any],
     sinks: Any,
+    state: _RunState,
 ) -> Any:
+    import anyio
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from arpo_core.algo.rewards import make_reward_function
     from arpo_core.cli.rollout_cmd import _vocab_size
     from arpo_core.runtime.engine import RolloutEngine
+    from arpo_core.runtime.group_rollout import first_leaf
     from arpo_core.runtime.openai_client import OpenAITokenClient
     from arpo_core.runtime.server_tokenizer import ServerTokenizer
     from arpo_core.runtime.train_loop import PromptSource
@@ -421,6 +501,8 @@ async def _rl(
         inputs.train_samples, tokenizer.encode_chat, seed=cfg.seed, consumed=int(position.get("prompts_consumed", 0))
     )
     start = trainer.policy_version
+    every = cfg.train.eval_every if inputs.eval_samples else 0
+    gate = _EvalGate()
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
@@ -428,16 +510,26 @@ async def _rl(
         steps = progress.add_task("train steps", total=cfg.train.steps, completed=start, info="")
         rollout = progress.add_task("rollout groups", total=cfg.train.groups_per_step, info="")
 
+        async def evaluate_at(step: int) -> None:
+            label = f"step {step}"
+            served = getattr(trainer, "served_model_name", None) or model_name  # vLLM LoRA: this version's name
+            summary = await _evaluate(cfg, urls[0], served, inputs.eval_samples, tools, label, progress)
+            _record_eval(state, sinks, run_dir, label, step, summary)
+
         def on_group(group: Any, kept: bool) -> None:
             progress.advance(rollout)
 
         def log(step: int, metrics: Mapping[str, float]) -> None:
-            sinks.log(step, metrics, phase="train")
+            gate.raise_failure()
+            sinks.log(step, {**metrics, "eval_wait_seconds": gate.take_waited()} if every else metrics, phase="train")
             progress.update(
                 steps, advance=1,
                 info=f"reward {metrics['reward_mean']:+.3f}  tools/traj {metrics['tool_calls_per_trajectory']:.2f}",
             )  # fmt: skip
             progress.reset(rollout, total=cfg.train.groups_per_step)
+            done = step + 1  # the last step's policy is evaluated after the loop ("after ARPO")
+            if every and done % every == 0 and done < cfg.train.steps and not stop["requested"]:
+                gate.start(evaluations, lambda: evaluate_at(done))
 
         def on_publish(version: int) -> None:
             name = getattr(trainer, "served_model_name", None)
@@ -445,11 +537,21 @@ async def _rl(
                 for client in clients:
                     client.model = name
 
+        resumed_unevaluated = not (run_dir / "evals" / f"step-{start}.json").is_file()
+        if every and start and start % every == 0 and start < cfg.train.steps and resumed_unevaluated:
+            await evaluate_at(start)  # resumed from a checkpoint written before that step's evaluation ended
         loop = _loop(
-            cfg, trainer, ctx, target, run_dir, log=log, should_stop=lambda: stop["requested"],
-            on_publish=on_publish, on_group=on_group,
+            cfg, gate.hold_publishes(trainer) if every else trainer, ctx, target, run_dir, log=log,
+            should_stop=lambda: stop["requested"], on_publish=on_publish, on_group=on_group,
         )  # fmt: skip
-        result = await loop.run_leader(engine, prompts, start_step=start)
+        try:
+            async with anyio.create_task_group() as evaluations:
+                result = await loop.run_leader(engine, prompts, start_step=start)
+                if result.interrupted:  # Ctrl-C: the checkpoint is saved; an evaluation still running is dropped
+                    evaluations.cancel_scope.cancel()
+        except Exception as err:
+            raise first_leaf(err) from None  # the loop's own error (or a failed evaluation), not the group wrapping it
+        gate.raise_failure()
     if result.interrupted:
         typer.echo(f"interrupted: checkpoint saved under {run_dir / 'checkpoints'}; continue with --resume.")
     return result
