@@ -161,3 +161,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
     assert 1 <= len(steps) < 50
     saved = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
     assert saved[-1] == f"step-{len(steps):06d}"  # the step that was running finished, then it saved
+
+
+def test_algo_grpo_samples_every_trajectory_from_the_prompt_even_with_aepo_on(tmp_path: Path) -> None:
+    args = ["--algo", "grpo", "--set", "algo.branching.dynamic_global_samples=true", "--print-config"]
+    proc = _train("--model", "tiny", *args, "--set", "algo.branching.budget=6", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    branching = proc.stdout.split("[algo.branching]", 1)[1].split("\n[", 1)[0]
+    assert "budget = 6" in branching and "global_samples = 6" in branching
+    assert "dynamic_global_samples = false" in branching

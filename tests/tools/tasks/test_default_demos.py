@@ -130,7 +130,7 @@ async def test_search_results_are_what_the_search_tool_returns(
     samples: list[Sample], rows: list[dict[str, Any]], cache: Path
 ) -> None:
     outputs = tool_outputs(rows, samples, "search")
-    assert len(outputs) == (32 + 12) + (68 + 12) + 2 * (68 + 12)  # search, both, chain (two searches each)
+    assert len(outputs) == (64 + 12) + (64 + 12) + 2 * (48 + 12)  # search, both, chain (two searches each)
     server = build_search_server(search_config(cache_dir=cache))
     async with Client(server) as client:
         for query, shown in outputs:
@@ -146,7 +146,7 @@ async def test_python_results_are_what_the_python_tool_returns(
     samples: list[Sample], rows: list[dict[str, Any]]
 ) -> None:
     outputs = tool_outputs(rows, samples, "python")
-    assert len(outputs) == (32 + 12) + (68 + 12)  # python, both
+    assert len(outputs) == (24 + 12) + (64 + 12)  # python, both
     config = PythonToolConfig(timeout_s=10, cpu_seconds=10, max_concurrent=2, prefork=1)
     async with Client(build_python_server(config)) as client:  # the real sandboxed tool
         for code, shown in outputs:
@@ -164,7 +164,7 @@ def test_python_results_are_what_a_plain_interpreter_prints(samples: list[Sample
 
 def test_demos_are_short(rows: list[dict[str, Any]]) -> None:
     summary = demo_length_summary(rows)
-    assert {kind: s["count"] for kind, s in summary.items()} == {"python": 44, "search": 44, "both": 80, "chain": 80}
+    assert {kind: s["count"] for kind, s in summary.items()} == {"python": 36, "search": 76, "both": 76, "chain": 60}
     assert summary["python"]["max"] <= 200 and summary["search"]["max"] <= 450 and summary["both"]["max"] <= 520
     assert summary["chain"]["max"] <= 800
     if SMOLLM2_TOKENIZER.is_file():  # the model of the default run: one call or two under 200 tokens, two hops 260

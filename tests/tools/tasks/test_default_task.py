@@ -46,7 +46,7 @@ def kinds(samples: list[Sample]) -> Counter[str]:
 def test_sizes_and_kinds_are_as_documented() -> None:
     train, test = default_task(), default_task(split="test")
     assert (len(train), len(test)) == (200, 48)
-    assert kinds(train) == Counter({"python": 32, "search": 32, "both": 68, "chain": 68}) == Counter(TRAIN_COUNTS)
+    assert kinds(train) == Counter({"python": 24, "search": 64, "both": 64, "chain": 48}) == Counter(TRAIN_COUNTS)
     assert kinds(test) == Counter({"python": 12, "search": 12, "both": 12, "chain": 12}) == Counter(TEST_COUNTS)
     assert set(KINDS) == set(kinds(train)) == set(kinds(test))
     # the kinds are mixed, not in blocks
@@ -159,7 +159,7 @@ def test_every_search_of_the_task_finds_its_passage_first(index: SearchIndex) ->
 def test_n_keeps_the_proportions_and_takes_prefixes() -> None:
     for n in (0, 1, 2, 10, 99, 200, 333):
         assert sum(kind_counts(n).values()) == n and sum(kind_counts(n, "test").values()) == n
-    assert kind_counts(10) == {"python": 2, "search": 2, "both": 3, "chain": 3}  # 1.6, 1.6, 3.4, 3.4
+    assert kind_counts(10) == {"python": 1, "search": 3, "both": 3, "chain": 3}  # 1.2, 3.2, 3.2, 2.4
     assert kind_counts(9, "test") == {"python": 3, "search": 2, "both": 2, "chain": 2}
     assert default_task(0) == []
     small, full = default_task(30), default_task()

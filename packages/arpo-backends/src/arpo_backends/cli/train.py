@@ -644,10 +644,11 @@ def train_command(
             "sft.enabled": sft,
         }
         cfg = load_run_config(config, list(set_ or []), flags)
-        if algo == "grpo":  # GRPO on the same machinery: every trajectory sampled from the prompt (N = M)
-            cfg = load_run_config(
-                config, list(set_ or []), {**flags, "algo.branching.global_samples": cfg.algo.branching.budget}
-            )
+        if algo == "grpo":  # GRPO on the same machinery: every trajectory sampled from the prompt (N = M), and no
+            # AEPO pre-monitoring, which would size N below M again
+            grpo = {"algo.branching.global_samples": cfg.algo.branching.budget}
+            grpo |= {"algo.branching.dynamic_global_samples": False, "algo.branching.dynamic_global_samples_min": 1}
+            cfg = load_run_config(config, list(set_ or []), {**flags, **grpo})
         if print_config:
             typer.echo(dump_toml(cfg), nl=False)
             return

@@ -22,7 +22,7 @@ questions but composes two calls only now and then: the held-out ``both`` and ``
 right after a tool result, that the question is not answered yet and which tool to call next — the step where ARPO
 measures entropy and branches. The RL prompts (the train split) are mostly of those two kinds.
 
-Sizes (``n=None``): **train 200** = 32 python + 32 search + 68 both + 68 chain (the RL prompts); **test 48** = 12 of
+Sizes (``n=None``): **train 200** = 24 python + 64 search + 64 both + 48 chain (the RL prompts); **test 48** = 12 of
 each kind; **demos 160** (``DEMO_COUNTS``). A smaller or larger ``n`` keeps these proportions (largest remainders;
 ``python`` is unbounded, the world kinds are bounded by the world's entities — ``ValueError`` says the maximum).
 
@@ -90,8 +90,10 @@ DATA_SOURCE = "builtin:default"
 KINDS = ("python", "search", "both", "chain")
 """The kinds of question, in the order ``kind_counts`` breaks ties."""
 SPLITS = ("train", "test")
-TRAIN_COUNTS: Mapping[str, int] = {"python": 32, "search": 32, "both": 68, "chain": 68}
-"""The train split with ``n=None`` (the RL prompts): 200 questions, most of them the kinds that need two calls."""
+TRAIN_COUNTS: Mapping[str, int] = {"python": 24, "search": 64, "both": 64, "chain": 48}
+"""The train split with ``n=None`` (the RL prompts): 200 questions, weighted to where the cold-started model is
+unreliable — when to stop after one search, which second call to make (``python`` is solved by SFT; ``chain``
+succeeds in about 2% of its samples after SFT, so it gives little signal per rollout)."""
 TEST_COUNTS: Mapping[str, int] = {"python": 12, "search": 12, "both": 12, "chain": 12}
 """The held-out split with ``n=None``: 48 questions, 12 of each kind."""
 DEMO_COUNTS: Mapping[str, int] = {"python": 65, "search": 65, "both": 20, "chain": 10}
