@@ -69,6 +69,10 @@ def _check_run(run: Path, steps: int = 3) -> list[dict[str, Any]]:
     assert (run / "model" / "model.safetensors").is_file() and (run / "training.png").stat().st_size > 10_000
     assert "before → after ARPO" in (run / "report.md").read_text()
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-000002", "step-000003"]
+    from arpo_core.tree.jsonl import read_jsonl
+
+    trees = list(read_jsonl(run / "rollouts.jsonl"))  # every group the steps trained on, and any made after
+    assert len(trees) >= sum(r["groups"] for r in train) and all(len(t.records) == 4 for t in trees)
     return train
 
 

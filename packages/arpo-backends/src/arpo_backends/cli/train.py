@@ -17,7 +17,8 @@ What happens, in order (rank 0 drives; the other ranks join every collective ste
 6. The final model exported in Hugging Face format, a last evaluation, a PNG of reward and tool calls per
    step, and a report of what changed and where everything went.
 
-The run folder (``--output-dir``) holds ``config.toml``, ``metrics.jsonl``, ``checkpoints/``, ``sft/``,
+The run folder (``--output-dir``) holds ``config.toml``, ``metrics.jsonl``, ``rollouts.jsonl`` (every rollout tree
+the engine finished, one group a line, readable with ``arpo_core.tree.jsonl.read_jsonl``), ``checkpoints/``, ``sft/``,
 ``model/``, ``evals/``, ``training.png``, ``report.md`` and the server's log. ``--resume`` continues from its
 newest complete checkpoint (the SFT stage is skipped when its model is there).
 """
@@ -489,6 +490,7 @@ async def _rl(
     from arpo_core.runtime.openai_client import OpenAITokenClient
     from arpo_core.runtime.server_tokenizer import ServerTokenizer
     from arpo_core.runtime.train_loop import PromptSource
+    from arpo_core.tree.jsonl import write_jsonl
 
     clients = [OpenAITokenClient(url, model_name) for url in urls]
     tokenizer = ServerTokenizer(urls[0], model_name)
@@ -518,6 +520,8 @@ async def _rl(
 
         def on_group(group: Any, kept: bool) -> None:
             progress.advance(rollout)
+            # every finished group, trained on or dropped as stale, kept for inspection and replay
+            write_jsonl(run_dir / "rollouts.jsonl", [group.tree], append=True)
 
         def log(step: int, metrics: Mapping[str, float]) -> None:
             gate.raise_failure()
