@@ -94,6 +94,15 @@ def test_arpo_eval_against_a_chat_endpoint(chat_server: str, tmp_path: Path) -> 
     assert report["summary"]["mean_reward"] == pytest.approx(expected)
     for q in report["questions"]:
         assert q["reward"] == [1.0 if c else 0.0 for c in q["correct"]]
+    # 95% intervals over the 12 questions: Wilson for pass@1 (the roots of (p̂ − π)² = z²π(1 − π)/12), t for the
+    # per-question mean reward (0/1 values: s² = 12·p̂(1 − p̂)/11, t(0.975, 11) = 2.201)
+    summary, z = report["summary"], 1.959963984540054
+    for bound in (summary["pass@1_low"], summary["pass@1_high"]):
+        assert (expected - bound) ** 2 == pytest.approx(z * z * bound * (1 - bound) / 12)
+    half = 2.201 * (12 * expected * (1 - expected) / 11) ** 0.5 / 12**0.5
+    assert (summary["mean_reward_low"], summary["mean_reward_high"]) == pytest.approx(
+        (expected - half, expected + half)
+    )
     assert "pass@1" in proc.stdout and re.search(r"report: .*report.json", proc.stdout)
 
 

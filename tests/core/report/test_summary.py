@@ -42,6 +42,7 @@ Evaluations (held-out questions)
   after ARPO              52.5%    0.600                   1.25              0
 
   base → after ARPO: accuracy 20.0% → 52.5% (+32.5 points), tool calls / question 0.40 → 1.25 (+0.85)
+  after SFT → after ARPO: accuracy 35.0% → 52.5% (+17.5 points), tool calls / question 1.00 → 1.25 (+0.25)
 
 Files
   checkpoints  runs/arpo/checkpoints
@@ -111,6 +112,8 @@ def test_report_markdown() -> None:
 | after ARPO | 52.5% | 0.600 | 1.25 | 0 |
 
 base → after ARPO: accuracy 20.0% → 52.5% (+32.5 points), tool calls / question 0.40 → 1.25 (+0.85)
+
+after SFT → after ARPO: accuracy 35.0% → 52.5% (+17.5 points), tool calls / question 1.00 → 1.25 (+0.25)
 """
     assert report_markdown(EVALS) == expected
     full = report_markdown({"a|b": EVALS["base"]}, paths={"plot": Path("p.png")}, timings={"SFT": 65.0})
@@ -151,3 +154,13 @@ def test_evals_from_metrics(tmp_path: Path) -> None:
     assert list(evals) == ["base", "after ARPO", "step 6"]
     assert evals["base"] == {"step": 0, "pass@1": 0.15, "mean_f1": 0.25}
     assert "accuracy 15.0% → 50.0%" in render_report(evals, paths={}, timings={})
+
+
+def test_intervals_follow_their_values_and_sft_to_last_is_its_own_line() -> None:
+    evals = {
+        "after SFT": {"pass@1": 0.5, "pass@1_low": 0.3618, "pass@1_high": 0.6382, "tool_calls_per_episode": 1.5},
+        "after ARPO": {"pass@1": 0.625, "pass@1_low": 0.4837, "pass@1_high": 0.7477, "tool_calls_per_episode": 1.0},
+    }
+    text = render_report(evals)
+    assert "50.0% [36.2, 63.8]" in text and "62.5% [48.4, 74.8]" in text
+    assert text.count("after SFT → after ARPO") == 1  # first → last is that same pair: one line, not two

@@ -218,8 +218,9 @@ def _record_eval(state: _RunState, sinks: Any, run_dir: Path, label: str, step: 
         (run_dir / "evals" / f"{slug}.json").write_text(json.dumps(report, indent=1))
     sinks.log(step, {**summary, "label": label}, phase="eval")
     reward = f"reward {summary['mean_reward']:+.3f}, " if "mean_reward" in summary else ""
+    interval = f" [95%: {summary['pass@1_low']:.3f}–{summary['pass@1_high']:.3f}]" if "pass@1_low" in summary else ""
     typer.echo(
-        f"eval {label}: {reward}accuracy {summary['pass@1']:.3f}, F1 {summary['mean_f1']:.3f}, "
+        f"eval {label}: {reward}accuracy {summary['pass@1']:.3f}{interval}, F1 {summary['mean_f1']:.3f}, "
         f"{summary['tool_calls_per_episode']:.2f} tool calls/question, {summary['format_errors']:.0f} format errors"
     )
 

@@ -15,10 +15,14 @@ format errors              ``format_errors`` (a count)                ``3``
 questions (when present)   ``questions``                              ``200``
 =========================  =========================================  ===========
 
-A value that is absent shows as ``-``, a non-finite one as ``nan``/``inf``. Durations: ``12.3s`` under a minute,
-``4m 05s`` under an hour, ``1h 02m 03s`` beyond. With two evaluations or more, a line compares the first with the
-last (accuracy in percentage points). :func:`render_report` gives plain text (print it with rich using
-``markup=False``, or call :func:`print_report`); :func:`report_markdown` gives the same as Markdown for a README.
+Where the summary has a 95% interval (``<key>_low`` / ``<key>_high``, as ``EvalReport.summary()`` gives for
+accuracy, mean reward and tool calls — see :mod:`arpo_core.report.intervals`) it follows the value in brackets:
+``58.3% [44.3, 71.0]``. A value that is absent shows as ``-``, a non-finite one as ``nan``/``inf``. Durations:
+``12.3s`` under a minute, ``4m 05s`` under an hour, ``1h 02m 03s`` beyond. With two evaluations or more, a line
+compares the first with the last (accuracy in percentage points), and when there is an ``after SFT`` evaluation
+before the last, a second line compares it with the last: what RL added over the cold start. :func:`render_report`
+gives plain text (print it with rich using ``markup=False``, or call :func:`print_report`); :func:`report_markdown`
+gives the same as Markdown for a README.
 """
 
 from __future__ import annotations
@@ -100,10 +104,21 @@ def _columns(evals: Evals) -> list[tuple[str, tuple[str, ...], Callable[[float |
     return cols
 
 
+def _with_interval(summary: Mapping[str, Any], keys: Sequence[str], fmt: Callable[[float | None], str]) -> str:
+    """The value, then ``[low, high]`` when the summary has that key's 95% interval."""
+    text = fmt(_value(summary, keys))
+    for key in keys:
+        low, high = _value(summary, [f"{key}_low"]), _value(summary, [f"{key}_high"])
+        if low is not None and high is not None and key in summary:
+            bounds = [fmt(x).removesuffix("%") for x in (low, high)]
+            return f"{text} [{bounds[0]}, {bounds[1]}]"
+    return text
+
+
 def _rows(evals: Evals) -> tuple[list[str], list[list[str]]]:
     cols = _columns(evals)
     header = ["evaluation", *(c[0] for c in cols)]
-    body = [[label, *(fmt(_value(s, keys)) for _, keys, fmt in cols)] for label, s in evals.items()]
+    body = [[label, *(_with_interval(s, keys, fmt) for _, keys, fmt in cols)] for label, s in evals.items()]
     return header, body
 
 
@@ -127,6 +142,15 @@ def _timing_rows(timings: Mapping[str, float]) -> list[tuple[str, str]]:
     if rows or total_key is not None:
         rows.append(("total", format_seconds(total)))
     return rows
+
+
+def _changes(evals: Evals) -> list[str]:
+    """First → last, and ``after SFT`` → last when the cold start was evaluated and is not the first."""
+    labels = list(evals)
+    pairs = [(labels[0], labels[-1])] if len(labels) >= 2 else []
+    if "after SFT" in labels[1:-1]:
+        pairs.append(("after SFT", labels[-1]))
+    return [line for a, b in pairs if (line := _change({a: evals[a], b: evals[b]}))]
 
 
 def _change(evals: Evals) -> str | None:
@@ -179,9 +203,9 @@ def render_report(
     if evals:
         lines.append("Evaluations (held-out questions)")
         lines += _text_table(*_rows(evals))
-        change = _change(evals)
-        if change:
-            lines += ["", "  " + change]
+        changes = _changes(evals)
+        if changes:
+            lines += ["", *("  " + change for change in changes)]
     else:
         lines.append("Evaluations: none were run.")
     if paths:
@@ -211,9 +235,10 @@ def report_markdown(
         "|:--|" + "--:|" * (len(header) - 1),
         *("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body),
     ]
-    change = _change(evals)
-    if change:
-        lines += ["", change]
+    changes = _changes(evals)
+    if changes:
+        for change in changes:
+            lines += ["", change]
     if paths:
         lines += ["", "| file | path |", "|:--|:--|"]
         lines += [f"| {_md_cell(k)} | `{_md_cell(str(v))}` |" for k, v in paths.items()]
@@ -247,8 +272,7 @@ def print_report(
         for row in body:
             table.add_row(*(Text(c) for c in row))
         out.print(table)
-        change = _change(evals)
-        if change:
+        for change in _changes(evals):
             out.print(Text(change))
     else:
         out.print(Text("Evaluations: none were run."))

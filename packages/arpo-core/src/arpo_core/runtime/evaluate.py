@@ -18,6 +18,7 @@ import anyio
 from arpo_core.algo.rewards import RewardFunction, check_format
 from arpo_core.data import Sample
 from arpo_core.evaluation import is_correct, pass_at_k
+from arpo_core.report.intervals import mean_interval, wilson_interval
 from arpo_core.runtime.chat import ChatClient, EpisodeProtocol, run_episode
 from arpo_core.runtime.tools import ToolClient
 
@@ -52,23 +53,47 @@ class EvalReport:
         qs = [q for q in self.questions if q.correct]
         episodes = [i for q in qs for i in range(len(q.correct))]
         n_ep = max(len(episodes), 1)
-        return {
-            "questions": len(self.questions),
-            "episodes": len(episodes),
-            "pass@1": sum(pass_at_k(len(q.correct), sum(q.correct), 1) for q in qs) / max(len(qs), 1),
-            f"pass@{self.k}": sum(pass_at_k(len(q.correct), sum(q.correct), min(self.k, len(q.correct))) for q in qs)
-            / max(len(qs), 1),
-            "mean_f1": sum(sum(q.f1) for q in qs) / n_ep,
-            "tool_calls_per_episode": sum(sum(q.tool_calls) for q in qs) / n_ep,
-            "tokens_per_episode": sum(sum(q.tokens) for q in qs) / n_ep,
-            "format_errors": float(sum(q.format_ok.count(False) for q in qs)),
-            "failed_episodes": float(sum(len(q.errors) for q in self.questions)),
-        } | self._reward_summary(qs)
+        return (
+            {
+                "questions": len(self.questions),
+                "episodes": len(episodes),
+                "pass@1": sum(pass_at_k(len(q.correct), sum(q.correct), 1) for q in qs) / max(len(qs), 1),
+                f"pass@{self.k}": sum(
+                    pass_at_k(len(q.correct), sum(q.correct), min(self.k, len(q.correct))) for q in qs
+                )
+                / max(len(qs), 1),
+                "mean_f1": sum(sum(q.f1) for q in qs) / n_ep,
+                "tool_calls_per_episode": sum(sum(q.tool_calls) for q in qs) / n_ep,
+                "tokens_per_episode": sum(sum(q.tokens) for q in qs) / n_ep,
+                "format_errors": float(sum(q.format_ok.count(False) for q in qs)),
+                "failed_episodes": float(sum(len(q.errors) for q in self.questions)),
+            }
+            | self._reward_summary(qs)
+            | self._intervals(qs)
+        )
 
     @staticmethod
     def _reward_summary(qs: Sequence[QuestionResult]) -> dict[str, float]:
         rewards = [r for q in qs for r in q.reward]
         return {"mean_reward": sum(rewards) / len(rewards)} if rewards else {}
+
+    @staticmethod
+    def _intervals(qs: Sequence[QuestionResult]) -> dict[str, float]:
+        """95% intervals over questions (``arpo_core.report.intervals``): Wilson for pass@1, t for the means."""
+        if not qs:
+            return {}
+        passed = sum(sum(q.correct) / len(q.correct) for q in qs)
+        low, high = wilson_interval(passed, len(qs))
+        out = {"pass@1_low": low, "pass@1_high": high}
+        if len(qs) >= 2:
+            per_question = {
+                "tool_calls_per_episode": [sum(q.tool_calls) / len(q.tool_calls) for q in qs],
+                "mean_reward": [sum(q.reward) / len(q.reward) for q in qs if q.reward],
+            }
+            for key, values in per_question.items():
+                if len(values) == len(qs):
+                    out[f"{key}_low"], out[f"{key}_high"] = mean_interval(values)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
