@@ -107,12 +107,13 @@ def test_two_ranks_fsdp_with_arpos_own_server_then_resume(tmp_path: Path) -> Non
 
 def test_eval_every_evaluates_the_held_out_set_between_publishes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    proc = _train(*SMALL[:4], "4", *SMALL[5:], "--set", "train.eval_every=2", "--output-dir", str(run))
+    extra = ["--set", "train.eval_every=2", "--set", "train.eval_base=false"]
+    proc = _train(*SMALL[:4], "4", *SMALL[5:], *extra, "--output-dir", str(run))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     evals = _rows(run, "eval")
-    # step 4 is the last: its policy is the final evaluation's, not evaluated twice
-    assert [(r["label"], r["step"]) for r in evals] == [("before", 0), ("step 2", 2), ("after ARPO", 4)]
-    assert evals[1]["questions"] == 2 and (run / "evals" / "step-2.json").is_file()
+    # no evaluation before training (eval_base off); step 4 is the last: its policy is the final evaluation's
+    assert [(r["label"], r["step"]) for r in evals] == [("step 2", 2), ("after ARPO", 4)]
+    assert evals[0]["questions"] == 2 and (run / "evals" / "step-2.json").is_file()
     assert "eval step 2: " in proc.stdout
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     order = [(r["phase"], r["step"]) for r in rows]

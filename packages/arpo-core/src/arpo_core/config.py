@@ -212,6 +212,9 @@ class TrainConfig(_Frozen):
     (none for a file)."""
     eval_size: int | None = Field(default=None, ge=1)
     """Evaluate on the first N held-out questions (``None``: all)."""
+    eval_base: bool = True
+    """Evaluate the starting model before any training (label ``base`` with an SFT stage, else ``before``). Off, the
+    report starts at ``after SFT`` (with an SFT stage) or has only the final evaluation."""
     eval_every: int = Field(default=0, ge=0)
     """Also evaluate the held-out questions every N RL steps (greedy; label ``step N``); 0: only before and after."""
     steps: int = Field(default=100, ge=0)

@@ -411,7 +411,7 @@ async def _leader_run(
 
     checkpoints = run_dir / "checkpoints"
     resuming = resume and checkpoints.is_dir() and any(checkpoints.glob("step-*"))
-    if inputs.eval_samples and not resuming:
+    if inputs.eval_samples and not resuming and cfg.train.eval_base:
         t = time.perf_counter()
         label = "base" if cfg.sft.enabled else "before"
         _record_eval(
