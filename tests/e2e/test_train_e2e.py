@@ -131,9 +131,12 @@ def test_eval_every_evaluates_the_held_out_set_between_publishes(tmp_path: Path)
         (["--dataset", "missing.jsonl"], "dataset missing.jsonl does not exist"),
         (["--set", "train.bogus=1"], "train.bogus"),
         (["--algo", "ppo"], "--algo 'ppo' is not one of: arpo, grpo."),
+        (["--set", "train.eval_dataset=EMPTY"], "has no questions, so nothing can show what training changed"),
     ],
 )
 def test_bad_input_fails_before_any_long_work(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    args = [a.replace("EMPTY", str(tmp_path / "empty.jsonl")) for a in args]
     proc = _train("--model", "tiny", *args, "--output-dir", str(tmp_path / "run"), timeout=120)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

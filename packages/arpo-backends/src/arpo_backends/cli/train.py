@@ -111,6 +111,12 @@ def _check_inputs(cfg: Any) -> _Inputs:
         evals = _load_samples(cfg.train.dataset, split="test", limit=cfg.train.eval_size)
     else:
         evals = []
+    if not evals and (cfg.train.eval_dataset is not None or cfg.train.dataset.startswith("builtin:")):
+        source = cfg.train.eval_dataset or f"{cfg.train.dataset}'s test split"
+        raise ValueError(
+            f"the held-out set ({source}) has no questions, so nothing can show what training changed; pass a "
+            "train.eval_dataset with at least one row."
+        )
     if cfg.sft.enabled and cfg.sft.demos == "builtin":
         name = cfg.train.dataset.removeprefix("builtin:")
         if not cfg.train.dataset.startswith("builtin:") or name not in _demo_generators():
