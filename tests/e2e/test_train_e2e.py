@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SMALL = [
     "--model", "tiny", "--no-sft", "--steps", "3",
     "--set", "train.groups_per_step=2", "--set", "train.eval_size=2", "--set", "train.save_every=2",
+    "--set", "train.eval_base=true",
     "--set", "algo.branching.budget=4", "--set", "algo.branching.global_samples=2",
     "--set", "rollout.max_response_tokens=160", "--set", "rollout.max_segment_tokens=48",
     "--set", "trainer.optim.lr=1e-2",
