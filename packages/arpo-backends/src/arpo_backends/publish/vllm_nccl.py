@@ -76,6 +76,10 @@ def update_info(bucket: Sequence[tuple[str, torch.Tensor]]) -> dict[str, Any]:
     }
 
 
+_FAILURE_GRACE_S = 5.0
+"""How long a failed bucket waits for in-flight ``/update_weights`` answers before ``/resume`` is sent."""
+
+
 class VllmNcclPublisher(Publisher):
     kind = "vllm_nccl"
 
@@ -193,6 +197,9 @@ class VllmNcclPublisher(Publisher):
         failure = self._first_failure(posts, sending)
         if failure is not None:
             self._broken = f"{where}: {failure}"
+            # Let the servers' answers that are already on their way land first (bounded), so the /resume that
+            # follows reaches each server after its /update_weights rather than racing it.
+            wait_all([p for p in posts if not p.done()], min(timeout, _FAILURE_GRACE_S))
             raise failure
         if pending:
             waiting = "the NCCL broadcast" if sending in pending else "the servers' answer"
