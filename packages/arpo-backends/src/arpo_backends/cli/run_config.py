@@ -55,6 +55,9 @@ class InferenceConfig(_Frozen):
     run or given); for other servers ``vllm_lora`` with LoRA, else ``vllm_nccl``."""
     server_threads: int | None = Field(default=None, ge=1)
     """torch threads of the CPU server arpo starts (default: torch's choice)."""
+    server_prefix_cache_tokens: int = Field(default=16384, ge=0)
+    """Prefix cache of the CPU server arpo starts, in tokens (``arpo serve --prefix-cache-tokens``; 0: off): agent
+    turns and branches re-send their context, and this skips its prefill (~46 KB per token for SmolLM2-135M)."""
     eval_concurrency: int = Field(default=16, ge=1)
     """Evaluation episodes in flight at once."""
 

@@ -94,6 +94,7 @@ def start_cpu_server(
     model_name: str = "policy",
     threads: int | None = None,
     max_model_len: int | None = None,
+    prefix_cache_tokens: int = 0,
     timeout_s: float = 300.0,
 ) -> Iterator[StartedServer]:
     port = free_port()
@@ -105,6 +106,8 @@ def start_cpu_server(
         cmd += ["--threads", str(threads)]
     if max_model_len is not None:
         cmd += ["--max-model-len", str(max_model_len)]
+    if prefix_cache_tokens:
+        cmd += ["--prefix-cache-tokens", str(prefix_cache_tokens)]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(

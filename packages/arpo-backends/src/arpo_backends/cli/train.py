@@ -386,7 +386,7 @@ async def _leader(
             typer.echo("no --rollout-url: starting arpo's CPU inference server (stopped at the end)")
             server_cm = start_cpu_server(
                 cfg.trainer.model, run_dir / "server.log", model_name=cfg.inference.served_model_name or "policy",
-                threads=cfg.inference.server_threads,
+                threads=cfg.inference.server_threads, prefix_cache_tokens=cfg.inference.server_prefix_cache_tokens,
             )  # fmt: skip
             server = server_cm.__enter__()
             urls, model_name = (server.url,), server.model_name

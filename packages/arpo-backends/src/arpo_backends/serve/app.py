@@ -1,15 +1,17 @@
 """The FastAPI app: vLLM 0.33's OpenAI-compatible routes over the batched CPU engine.
 
 Routes (bodies in ``protocol``): ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /health``, ``POST /tokenize``, ``POST /detokenize`` — as vLLM — and ``POST /v1/load_weights``
-``{"path": folder, "weight_version"?: int}``, arpo's full-weight reload. Not vLLM's ``/update_weights``: that route
-takes an NCCL ``update_info`` after ``/init_weight_transfer_engine``; a route with the same name but another body
-would fail confusingly against either server. The name follows vLLM's ``/v1/load_lora_adapter``.
+``GET /health``, ``POST /tokenize``, ``POST /detokenize``, ``POST /reset_prefix_cache`` — as vLLM — and
+``POST /v1/load_weights`` ``{"path": folder, "weight_version"?: int}``, arpo's full-weight reload. Not vLLM's
+``/update_weights``: that route takes an NCCL ``update_info`` after ``/init_weight_transfer_engine``; a route with
+the same name but another body would fail confusingly against either server. The name follows vLLM's
+``/v1/load_lora_adapter``.
 
 Deviations from vLLM: ``/health`` answers 200 with ``{"status", "weight_version", "running", "waiting",
-"decode_steps", "decoded_tokens"}`` (vLLM: an empty 200); responses and model cards add ``weight_version``; chat
-completions return tool calls as text in ``content`` (no tool parser; ``tool_choice`` ``"auto"``/``"none"`` only);
-no streaming, no ``echo`` (both refused with a 400). A client that disconnects aborts its sequences, as in vLLM.
+"decode_steps", "decoded_tokens"}`` and, with a prefix cache, its ``prefix_cache_*`` counters (vLLM: an empty
+200); responses and model cards add ``weight_version``; chat completions return tool calls as text in ``content``
+(no tool parser; ``tool_choice`` ``"auto"``/``"none"`` only); no streaming, no ``echo`` (both refused with a 400).
+A client that disconnects aborts its sequences, as in vLLM.
 """
 
 from __future__ import annotations
@@ -213,6 +215,10 @@ def build_app(engine: Engine, served_model_names: list[str], *, root: str | None
     @app.get("/health")
     async def health() -> Any:
         return {"status": "ok", **describe(scheduler)}
+
+    @app.post("/reset_prefix_cache")
+    async def reset_prefix_cache() -> Any:
+        return {"success": scheduler.reset_prefix_cache()}
 
     @app.post("/v1/load_weights")
     async def load(req: LoadWeightsRequest) -> Any:

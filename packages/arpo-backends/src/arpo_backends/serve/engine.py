@@ -19,7 +19,11 @@ stop token included) and ``logprobs`` align with them; only ``text`` is cut — 
 or after it with ``include_stop_str_in_output``; the EOS / stop token's own text is left out unless
 ``include_stop_str_in_output``. ``stop_reason`` is the matched string or token id, or None (EOS, length).
 
-Deviations: no prefix cache across requests, no chunked prefill, no preemption (admission stops at ``max_batch``).
+With ``prefix_cache_tokens`` > 0 a prompt that starts with tokens the engine has already run (a continuation after
+a tool result, a branch, a repeated prompt) prefills only the rest, from the cached keys and values (see
+``prefix``): far less prefill, at the price of the bit-exactness above (other shapes, other last bits).
+
+Deviations: no chunked prefill, no preemption (admission stops at ``max_batch``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from transformers.cache_utils import DynamicCache
 
 from arpo_backends.serve.kv import BatchCache, check_supported
 from arpo_backends.serve.packed import packed_prefill, supports_packed
+from arpo_backends.serve.prefix import PrefixCache, PrefixHit
 from arpo_backends.serve.sampling import RowParams, sample_step
 
 __all__ = ["Engine", "GenParams", "Sequence", "choice_seed"]
@@ -100,7 +105,14 @@ class Engine:
     """A causal LM, its tokenizer, and the batch of sequences being decoded."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, max_model_len: int, max_batch: int = 32, prefill_tokens: int = 0
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_model_len: int,
+        max_batch: int = 32,
+        prefill_tokens: int = 0,
+        prefix_cache_tokens: int = 0,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer  # for the event loop (encoding prompts, building responses)
@@ -116,6 +128,7 @@ class Engine:
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.prefill_tokens = prefill_tokens
         self._packed = prefill_tokens > 0 and supports_packed(model)  # several prompts per prefill forward
+        self.prefix = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
         # torch threads for each step, set in the step's own thread (torch's setting is per thread); None: leave it
         self.threads: Callable[[], int] | None = None
         self.active: list[Sequence] = []
@@ -131,6 +144,18 @@ class Engine:
         """Forget every active sequence (after an error)."""
         self.active = []
         self.batch.clear()
+
+    def weights_changed(self, version: int) -> None:
+        """New weights are in the model (between steps, with no active sequence): cached prefixes are stale."""
+        self.weight_version = version
+        self.reset_prefix_cache()
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached prefix; whether there is a prefix cache at all."""
+        if self.prefix is None:
+            return False
+        self.prefix.clear()
+        return True
 
     @torch.inference_mode()
     def step(self, new: list[Sequence]) -> list[Sequence]:
@@ -148,6 +173,8 @@ class Engine:
         if fresh:
             self._prefill(fresh)
         finished = [s for s in self.active if s.finished]
+        if finished and self.prefix is not None:
+            self._cache_finished()
         if finished:
             self._remove([i for i, s in enumerate(self.active) if s.finished])
         return done + finished
@@ -187,14 +214,31 @@ class Engine:
         for seq in new:
             groups.setdefault(tuple(seq.prompt_ids), []).append(seq)
         prompts = list(groups.items())
+        hits: dict[tuple[int, ...], PrefixHit] = {}
+        if self.prefix is not None:
+            for prompt, _ in prompts:
+                hit = self.prefix.lookup(prompt)
+                if hit is not None:
+                    hits[prompt] = hit
+            prompts = [p for p in prompts if p[0] not in hits]
         if self._packed:
             chunks = _chunks([p for p in prompts if len(p[0]) >= _PACK_MIN], self.prefill_tokens)
             chunks += [[p] for p in prompts if len(p[0]) < _PACK_MIN]
         else:
             chunks = [[p] for p in prompts]
+        chunks += [[(prompt, seqs)] for prompt, seqs in groups.items() if prompt in hits]
         for chunk in chunks:
-            cache, logits = self._forward_prompts([list(prompt) for prompt, _ in chunk])
+            first = chunk[0][0]
+            if first in hits:
+                cache, logits = self._forward_from_prefix(list(first), hits[first])
+            else:
+                cache, logits = self._forward_prompts([list(prompt) for prompt, _ in chunk])
             check_supported(cache)
+            if self.prefix is not None:
+                offset = 0
+                for prompt, _ in chunk:
+                    self.prefix.store(prompt, _cache_columns(cache, offset, len(prompt)))
+                    offset += len(prompt)
             self.batch.reserve(sum(len(seqs) for _, seqs in chunk), max(len(p) for p, _ in chunk), cache)
             offset = 0
             for i, (prompt, seqs) in enumerate(chunk):
@@ -215,6 +259,29 @@ class Engine:
             input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
         )
         return cache, out.logits[:, -1, :]
+
+    def _forward_from_prefix(self, prompt: list[int], hit: PrefixHit) -> tuple[DynamicCache, torch.Tensor]:
+        """Prefill ``prompt`` past its first ``hit.tokens`` tokens, whose keys and values come from the cache."""
+        cache = DynamicCache(config=self.model.config)
+        for i in range(hit.kv.shape[0]):
+            cache.update(hit.kv[i, 0].unsqueeze(0), hit.kv[i, 1].unsqueeze(0), i)  # copies (``torch.cat``)
+        start = hit.tokens
+        out = self.model(
+            input_ids=torch.tensor([prompt[start:]]),
+            position_ids=torch.arange(start, len(prompt)).unsqueeze(0),
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kwarg: cache},
+        )
+        return cache, out.logits[:, -1, :]
+
+    def _cache_finished(self) -> None:
+        """Keep the KV of each finished sequence: its prompt and the output tokens it fed back (all but the last)."""
+        assert self.prefix is not None
+        for row, seq in enumerate(self.active):
+            if seq.finished and not seq.cancelled and seq.error is None:
+                fed = seq.prompt_ids + seq.output_ids[:-1]
+                self.prefix.store(fed, self.batch.row_kv(row, len(fed)))
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         rows = [self._row_params(s) for s in seqs]
@@ -310,6 +377,14 @@ def _chunks(
     if current:
         chunks.append(current)
     return chunks
+
+
+def _cache_columns(cache: DynamicCache, offset: int, length: int) -> torch.Tensor:
+    """Row 0's keys and values in columns ``[offset, offset + length)``: (layers, 2, kv_heads, length, head_dim)."""
+    end = offset + length
+    return torch.stack(
+        [torch.stack((layer.keys[0, :, offset:end], layer.values[0, :, offset:end])) for layer in cache.layers]
+    )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -163,6 +163,14 @@ class BatchCache:
             self.start += int(real[0])
         return order[:keep]
 
+    def row_kv(self, row: int, length: int) -> torch.Tensor:
+        """A copy of row ``row``'s last ``length`` columns: (layers, 2, kv_heads, length, head_dim)."""
+        assert self.buffer is not None
+        assert self.mask is not None
+        assert 0 < length <= self.width
+        assert bool(self.mask[row, self.end - length : self.end].all())
+        return self.buffer[:, :, row, :, self.end - length : self.end].clone()
+
     # ------------------------------------------------------------------ internals
     def _empty(self) -> None:
         if self.buffer is not None and self.buffer.numel() * self.buffer.element_size() > _KEEP_BYTES:

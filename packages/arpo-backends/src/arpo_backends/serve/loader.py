@@ -27,6 +27,7 @@ def load_engine(
     max_model_len: int | None = None,
     max_batch: int = 32,
     prefill_tokens: int = 0,
+    prefix_cache_tokens: int = 0,
 ) -> tuple[Engine, Path]:
     """The engine for a model, and the folder it was loaded from."""
     if dtype not in DTYPES:
@@ -35,6 +36,8 @@ def load_engine(
         raise ValueError(f"max_batch={max_batch} must be at least 1.")
     if prefill_tokens < 0:
         raise ValueError(f"prefill_tokens={prefill_tokens} must be 0 (one forward per prompt) or more.")
+    if prefix_cache_tokens < 0:
+        raise ValueError(f"prefix_cache_tokens={prefix_cache_tokens} must be 0 (no prefix cache) or more.")
     folder = resolve_model(name_or_path)  # before importing torch: a bad name fails fast
 
     import torch
@@ -49,5 +52,12 @@ def load_engine(
         max_model_len = context
     elif not 1 < max_model_len <= context:
         raise ValueError(f"max_model_len={max_model_len} must be between 2 and the model's context ({context}).")
-    engine = Engine(model, tokenizer, max_model_len=max_model_len, max_batch=max_batch, prefill_tokens=prefill_tokens)
+    engine = Engine(
+        model,
+        tokenizer,
+        max_model_len=max_model_len,
+        max_batch=max_batch,
+        prefill_tokens=prefill_tokens,
+        prefix_cache_tokens=prefix_cache_tokens,
+    )
     return engine, folder

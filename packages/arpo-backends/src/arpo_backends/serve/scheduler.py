@@ -48,6 +48,7 @@ class Scheduler:
         self._waiting: deque[Sequence] = deque()
         self._done: dict[Sequence, anyio.Event] = {}
         self._reloads: deque[_Reload] = deque()
+        self._reset_prefix = False
         self._wake = anyio.Event()
 
     @property
@@ -56,12 +57,27 @@ class Scheduler:
 
     @property
     def load(self) -> dict[str, int]:
-        return {
+        load = {
             "running": len(self.engine.active),
             "waiting": len(self._waiting),
             "decode_steps": self.engine.decode_steps,
             "decoded_tokens": self.engine.decoded_tokens,
         }
+        prefix = self.engine.prefix
+        if prefix is not None:
+            load |= {
+                "prefix_cache_lookups": prefix.lookups,
+                "prefix_cache_hits": prefix.hits,
+                "prefix_cache_reused_tokens": prefix.reused_tokens,
+                "prefix_cache_tokens": prefix.tokens,
+            }
+        return load
+
+    def reset_prefix_cache(self) -> bool:
+        """Empty the prefix cache before the next step (never during one); whether the engine has one."""
+        self._reset_prefix = True
+        self._wake.set()
+        return self.engine.prefix is not None
 
     async def generate(self, seqs: list[Sequence]) -> list[Sequence]:
         """Queue ``seqs`` and wait until every one has finished (or failed: ``EngineFailedError``)."""
@@ -94,10 +110,13 @@ class Scheduler:
     async def run(self) -> None:
         """The batching loop (runs until cancelled)."""
         while True:
-            if not (self.engine.active or self._waiting or self._reloads):
+            if not (self.engine.active or self._waiting or self._reloads or self._reset_prefix):
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
+            if self._reset_prefix:  # between steps: the engine thread is idle
+                self._reset_prefix = False
+                self.engine.reset_prefix_cache()
             if self._reloads and not self.engine.active:
                 await self._reload(self._reloads.popleft())
                 continue
@@ -124,7 +143,7 @@ class Scheduler:
         def swap() -> int:
             count = load_weights(self.engine.model, reload.path)
             current = self.engine.weight_version
-            self.engine.weight_version = current + 1 if reload.version is None else reload.version
+            self.engine.weights_changed(current + 1 if reload.version is None else reload.version)
             return count
 
         try:

@@ -58,6 +58,7 @@ def serve_in_thread(
     max_batch: int = 32,
     dtype: str = "float32",
     threads: int | None = 1,
+    prefix_cache_tokens: int = 0,
 ) -> Iterator[RunningServer]:
     """Serve ``model`` on a free 127.0.0.1 port for the duration of the block.
 
@@ -71,7 +72,7 @@ def serve_in_thread(
     from arpo_backends.serve.app import build_app
     from arpo_backends.serve.loader import load_engine
 
-    engine, folder = load_engine(model, dtype=dtype, max_batch=max_batch)
+    engine, folder = load_engine(model, dtype=dtype, max_batch=max_batch, prefix_cache_tokens=prefix_cache_tokens)
     name = served_model_name or model
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
