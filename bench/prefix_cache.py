@@ -44,14 +44,13 @@ def _health(url: str) -> dict[str, Any]:
 
 
 def _tools(folder: Path) -> Path:
-    """arpo's two tool servers with the embedded default's options, as an ``mcpServers`` file."""
-    serve = [sys.executable, "-m", "arpo_tools.cli", "serve"]
-    servers = {
-        "python": {"command": serve[0], "args": [*serve[1:], "python"]},
-        "search": {"command": serve[0], "args": [*serve[1:], "search", "-o", "top_k=1"]},
-    }
+    """arpo's own tool servers (``builtin_mcp_config``) with the embedded default's one search result per query."""
+    from arpo_tools.cli import builtin_mcp_config
+
+    config = builtin_mcp_config()
+    config["mcpServers"]["search"]["args"] += ["-o", "top_k=1"]
     path = folder / "mcp.json"
-    path.write_text(json.dumps({"mcpServers": servers}, indent=1))
+    path.write_text(json.dumps(config, indent=1))
     return path
 
 

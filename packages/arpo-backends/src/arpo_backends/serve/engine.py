@@ -216,33 +216,27 @@ class Engine:
         prompts = list(groups.items())
         hits: dict[tuple[int, ...], PrefixHit] = {}
         if self.prefix is not None:
-            for prompt, _ in prompts:
-                hit = self.prefix.lookup(prompt)
-                if hit is not None:
-                    hits[prompt] = hit
-            prompts = [p for p in prompts if p[0] not in hits]
+            hits = {prompt: hit for prompt, _ in prompts if (hit := self.prefix.lookup(prompt)) is not None}
+        cold = [p for p in prompts if p[0] not in hits]  # prefilled from scratch, packed if allowed
         if self._packed:
-            chunks = _chunks([p for p in prompts if len(p[0]) >= _PACK_MIN], self.prefill_tokens)
-            chunks += [[p] for p in prompts if len(p[0]) < _PACK_MIN]
+            chunks = _chunks([p for p in cold if len(p[0]) >= _PACK_MIN], self.prefill_tokens)
+            chunks += [[p] for p in cold if len(p[0]) < _PACK_MIN]
         else:
-            chunks = [[p] for p in prompts]
-        chunks += [[(prompt, seqs)] for prompt, seqs in groups.items() if prompt in hits]
+            chunks = [[p] for p in cold]
+        chunks += [[p] for p in prompts if p[0] in hits]  # one forward each, past the cached prefix
         for chunk in chunks:
-            first = chunk[0][0]
-            if first in hits:
-                cache, logits = self._forward_from_prefix(list(first), hits[first])
+            hit = hits.get(chunk[0][0])
+            if hit is not None:
+                cache, logits = self._forward_from_prefix(list(chunk[0][0]), hit)
             else:
                 cache, logits = self._forward_prompts([list(prompt) for prompt, _ in chunk])
             check_supported(cache)
-            if self.prefix is not None:
-                offset = 0
-                for prompt, _ in chunk:
-                    self.prefix.store(prompt, _cache_columns(cache, offset, len(prompt)))
-                    offset += len(prompt)
             self.batch.reserve(sum(len(seqs) for _, seqs in chunk), max(len(p) for p, _ in chunk), cache)
             offset = 0
             for i, (prompt, seqs) in enumerate(chunk):
                 self.batch.add_rows(cache, offset, len(prompt), len(seqs))
+                if self.prefix is not None:
+                    self.prefix.store(prompt, _cache_columns(cache, offset, len(prompt)))
                 offset += len(prompt)
                 for seq in seqs:
                     seq.weight_version = self.weight_version
